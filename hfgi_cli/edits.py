@@ -1,0 +1,164 @@
+"""Latent edits: InterFaceGAN directions, GANSpace components and user-supplied directions.
+
+An edit maps W+ codes [B, n_latent, 512] to edited codes of the same shape. Every edit is a pure
+function of the codes, so edits computed from a stored latent equal edits computed from the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class EditError(ValueError):
+    """An unknown attribute or an unreadable / ill-shaped direction file (CLI exit code 2)."""
+
+
+@dataclass(frozen=True)
+class GanspaceEdit:
+    component: int
+    start: int
+    end: int
+    value: float
+
+
+INTERFACEGAN = {"age": "age.pt", "smile": "smile.pt", "pose": "pose.pt"}
+GANSPACE = {
+    # as the HFGI authors publish them
+    "eyes": GanspaceEdit(54, 7, 8, 20),
+    "beard": GanspaceEdit(58, 7, 9, -20),
+    "lip": GanspaceEdit(34, 10, 11, 20),
+    # from e4e's published edits
+    "white_hair": GanspaceEdit(57, 7, 10, -24),
+    "trimmed_beard": GanspaceEdit(58, 7, 9, 20),
+}
+INTERFACEGAN_RANGE = (-3.0, 3.0)
+GANSPACE_RANGE = (-1.0, 1.0)  # strength multiplies the published value; 1 is the published edit
+
+
+def list_attributes() -> list[tuple[str, str, str]]:
+    """(name, kind, default range) for ``hfgi edit --list-attrs``."""
+    rows = [(n, "interfacegan", f"strength {INTERFACEGAN_RANGE[0]:g}..{INTERFACEGAN_RANGE[1]:g}") for n in INTERFACEGAN]
+    for name, g in GANSPACE.items():
+        rows.append(
+            (name, "ganspace",
+             f"strength {GANSPACE_RANGE[0]:g}..{GANSPACE_RANGE[1]:g} (component {g.component}, "
+             f"rows {g.start}:{g.end}, value {g.value:g})")
+        )
+    return rows
+
+
+def _load_tensor_file(path: Path) -> object:
+    if not path.is_file():
+        raise EditError(f"direction file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            return torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EditError(f"{path}: cannot read direction file ({str(exc).splitlines()[0][:100]})") from None
+
+
+def load_direction(path: str | Path, n_latent: int, style_dim: int = 512) -> torch.Tensor:
+    """A direction of shape [style_dim], [1, style_dim] or [n_latent, style_dim] -> [n_latent, style_dim]."""
+    path = Path(path)
+    d = _load_tensor_file(path)
+    if not torch.is_tensor(d):
+        raise EditError(f"{path}: a direction file must hold one tensor, found {type(d).__name__}")
+    d = d.float().squeeze(0) if d.ndim == 3 else d.float()
+    if d.ndim == 1:
+        d = d.unsqueeze(0)
+    if d.ndim != 2 or d.shape[-1] != style_dim or d.shape[0] not in (1, n_latent):
+        raise EditError(
+            f"{path}: direction of shape {tuple(d.shape)}; expected {style_dim}, 1x{style_dim} or "
+            f"{n_latent}x{style_dim}"
+        )
+    return d.expand(n_latent, style_dim).clone()
+
+
+def load_ganspace(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    pca = _load_tensor_file(path)
+    if not isinstance(pca, dict) or not {"mean", "comp", "std"} <= set(pca):
+        raise EditError(f"{path}: not a GANSpace PCA file (needs 'mean', 'comp', 'std')")
+    return {k: pca[k].float() for k in ("mean", "comp", "std")}
+
+
+def interfacegan_edit(latent: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
+    """W' = W+ + strength * d."""
+    return latent + strength * direction.to(latent)
+
+
+def ganspace_edit(
+    latent: torch.Tensor, pca: dict[str, torch.Tensor], edit: GanspaceEdit, strength: float = 1.0
+) -> torch.Tensor:
+    """Move the component's coordinate (measured on W+ row 0) to ``strength * value`` on rows start:end."""
+    comp = pca["comp"][edit.component].reshape(-1).to(latent)
+    std = pca["std"][edit.component].to(latent)
+    mean = pca["mean"].reshape(-1).to(latent)
+    coord = ((latent[:, 0] - mean) * comp).sum(dim=-1) / std  # [B]
+    delta = (strength * edit.value - coord)[:, None] * comp[None, :] * std  # [B, 512]
+    out = latent.clone()
+    rows = out[:, edit.start : edit.end]
+    out[:, edit.start : edit.end] = rows + delta[:, None, :]
+    return out
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """One requested output: an attribute (or a custom direction file) and its strength."""
+
+    attr: str
+    strength: float
+    direction_file: str | None = None
+
+    @property
+    def label(self) -> str:
+        name = Path(self.direction_file).stem if self.direction_file else self.attr
+        return f"{name}{self.strength:+g}"
+
+
+class Editor:
+    """Resolves edit specs against a directions folder and applies them to batches of codes."""
+
+    def __init__(self, directions_dir: str | Path | None, n_latent: int, style_dim: int = 512) -> None:
+        self.directions_dir = Path(directions_dir) if directions_dir else None
+        self.n_latent = n_latent
+        self.style_dim = style_dim
+        self._cache: dict[str, object] = {}
+
+    def _folder_file(self, *parts: str) -> Path:
+        if self.directions_dir is None:
+            raise EditError("no directions folder: pass --directions DIR or run `hfgi weights download`")
+        return self.directions_dir.joinpath(*parts)
+
+    def check(self, spec: EditSpec) -> None:
+        """Fail early (before any image is processed) on an unknown attribute or a bad file."""
+        self._resolve(spec)
+
+    def _resolve(self, spec: EditSpec) -> object:
+        key = spec.direction_file or spec.attr
+        if key in self._cache:
+            return self._cache[key]
+        if spec.direction_file:
+            value: object = load_direction(spec.direction_file, self.n_latent, self.style_dim)
+        elif spec.attr in INTERFACEGAN:
+            value = load_direction(
+                self._folder_file("interfacegan", INTERFACEGAN[spec.attr]), self.n_latent, self.style_dim
+            )
+        elif spec.attr in GANSPACE:
+            value = load_ganspace(self._folder_file("ganspace", "ffhq_pca.pt"))
+        else:
+            known = ", ".join([*INTERFACEGAN, *GANSPACE])
+            raise EditError(f"unknown attribute '{spec.attr}' (known: {known})")
+        self._cache[key] = value
+        return value
+
+    def apply(self, latent: torch.Tensor, spec: EditSpec) -> torch.Tensor:
+        value = self._resolve(spec)
+        if isinstance(value, dict):
+            return ganspace_edit(latent, value, GANSPACE[spec.attr], spec.strength)
+        return interfacegan_edit(latent, value, spec.strength)  # type: ignore[arg-type]

@@ -1,0 +1,279 @@
+"""HFGI: e4e inversion + distortion consultation, loading the published checkpoint strictly.
+
+The data path of one batch (all tensors in [-1, 1]):
+
+    x (B,3,256,256) --encoder--> W+ = e4e(x) + latent_avg
+    image0 = G(W+)                                    # first pass, stored noise
+    distortion = x - down256(clamp(image0))
+    edit0 = down256(clamp(G(W')))  (or down256(clamp(image0)) when W' == W+)
+    aligned = ADA(cat(distortion, edit0))
+    conditions = consultation(aligned)                # (scale, shift) at 64x64
+    output = G(W', conditions)                        # full resolution
+
+``encode`` covers the first three lines once per image; ``decode`` covers the rest once per edit,
+so any number of edits share one encoding.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoders import Encoder4Editing, ResidualAligner, ResidualEncoder
+from .stylegan2 import Generator
+
+ENCODER_INPUT_SIZE = 256
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable or of another architecture (CLI exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one checkpoint. The defaults are the published FFHQ model."""
+
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    channel_max: int = 512
+    encoder_width: int = 64
+    style_count: int = 18
+    domain: str = "ffhq"
+
+    @property
+    def n_latent(self) -> int:
+        return 2 * int(math.log2(self.size)) - 2
+
+    @property
+    def output_rows(self) -> tuple[int, int]:
+        """Rows of the square generator output that make the picture (cars are 384x512)."""
+        if self.domain == "cars":
+            return (self.size // 8, self.size - self.size // 8)
+        return (0, self.size)
+
+
+# Keys of ``opts`` that a project-made small checkpoint uses to describe its architecture.
+ARCH_OPTS_KEY = "hfgi_arch"
+
+
+def config_from_checkpoint(ckpt: dict[str, Any]) -> ModelConfig:
+    opts = ckpt.get("opts") or {}
+    if not isinstance(opts, dict):
+        opts = vars(opts) if hasattr(opts, "__dict__") else {}
+    dataset_type = str(opts.get("dataset_type", "ffhq_encode"))
+    domain = "cars" if "car" in dataset_type else "ffhq"
+    size = int(opts.get("stylegan_size") or (512 if domain == "cars" else 1024))
+    arch = dict(opts.get(ARCH_OPTS_KEY) or {})
+    sd = ckpt["state_dict"]
+    style_count = len({k.split(".")[2] for k in sd if k.startswith("encoder.styles.")}) or 2 * int(
+        math.log2(size)
+    ) - 2
+    return ModelConfig(size=size, domain=domain, style_count=style_count, **arch)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file into CPU memory, with errors a user can act on."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Checkpoints written by older training code may pickle plain Python objects in opts.
+        warnings.warn(f"{path}: not a plain-tensor checkpoint; loading it with full unpickling", stacklevel=2)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({exc.__class__.__name__})") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
+    if "latent_avg" not in ckpt or not torch.is_tensor(ckpt["latent_avg"]):
+        raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'latent_avg' tensor)")
+    return ckpt
+
+
+def _describe_keys(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+class HFGI(nn.Module):
+    """The four published networks plus ``latent_avg``; loads and runs the published checkpoint."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder4Editing(config.style_count, config.style_dim, config.encoder_width)
+        self.decoder = Generator(
+            config.size, config.style_dim, config.n_mlp, config.channel_multiplier, config.channel_max
+        )
+        self.residue = ResidualEncoder(self.decoder.condition_channels)
+        self.grid_align = ResidualAligner()
+        self.register_buffer("latent_avg", torch.zeros(config.n_latent, config.style_dim))
+        self.source = "unloaded"
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> HFGI:
+        ckpt = read_checkpoint(path)
+        try:
+            config = config_from_checkpoint(ckpt)
+            model = cls(config)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: unsupported architecture options ({exc})") from None
+        model.load_published_state(ckpt, str(path))
+        model.source = Path(path).name
+        return model.to(device).eval()
+
+    def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint") -> None:
+        """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``."""
+        state = ckpt["state_dict"]
+        expected = {k for k in self.state_dict() if k != "latent_avg"}
+        present = set(state)
+        missing = sorted(expected - present)
+        unexpected = sorted(present - expected)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} keys: {_describe_keys(missing)}")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)} keys: {_describe_keys(unexpected)}")
+            raise CheckpointError(f"{origin}: not a checkpoint of this model ({'; '.join(parts)})")
+        own = self.state_dict()
+        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(expected)
+                 if tuple(state[k].shape) != tuple(own[k].shape)]
+        if wrong:
+            raise CheckpointError(f"{origin}: tensor shapes differ from this model ({_describe_keys(wrong, 3)})")
+        for prefix in ("encoder", "decoder", "residue", "grid_align"):
+            module: nn.Module = getattr(self, prefix)
+            sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(sub, strict=True)
+        self.latent_avg.copy_(self._latent_avg_rows(ckpt["latent_avg"], origin))
+
+    def _latent_avg_rows(self, latent_avg: torch.Tensor, origin: str) -> torch.Tensor:
+        """The published file stores [18, 512]; older ones [512] or [1, 512]; all broadcast."""
+        avg = latent_avg.float()
+        if avg.ndim == 1:
+            avg = avg.unsqueeze(0)
+        if avg.shape[-1] != self.config.style_dim or avg.ndim != 2:
+            raise CheckpointError(f"{origin}: latent_avg has shape {tuple(latent_avg.shape)}")
+        if avg.shape[0] == 1:
+            avg = avg.expand(self.config.style_count, -1)
+        if avg.shape[0] < self.config.n_latent:
+            raise CheckpointError(f"{origin}: latent_avg has {avg.shape[0]} rows, need {self.config.n_latent}")
+        return avg[: self.config.n_latent]
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def n_latent(self) -> int:
+        return self.config.n_latent
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_avg.device
+
+    def synthesize(
+        self, latent: torch.Tensor, conditions: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        return self.decoder(latent, conditions, randomize_noise=False)
+
+    @staticmethod
+    def to_low_res(image: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(
+            torch.clamp(image, -1.0, 1.0), size=(ENCODER_INPUT_SIZE, ENCODER_INPUT_SIZE), mode="bilinear"
+        )
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B,3,256,256] in [-1,1] -> W+ codes, distortion map and the first pass low-res image."""
+        codes = self.encoder(x)[:, : self.n_latent] + self.latent_avg.to(x.dtype)
+        image0 = self.to_low_res(self.synthesize(codes))
+        return {"latent": codes, "distortion": x - image0, "low_res": image0}
+
+    def decode(
+        self,
+        latent: torch.Tensor,
+        distortion: torch.Tensor,
+        edit_low_res: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Second pass for codes W' (edited or not): full-resolution output in [-1, 1] (unclamped)."""
+        if edit_low_res is None:
+            edit_low_res = self.to_low_res(self.synthesize(latent))
+        aligned = self.grid_align(torch.cat((distortion.to(edit_low_res.dtype), edit_low_res), 1))
+        conditions = self.residue(aligned)
+        image = self.synthesize(latent, conditions)
+        top, bottom = self.config.output_rows
+        return image[:, :, top:bottom, :]
+
+
+def make_random_checkpoint(
+    path: str | Path | None,
+    config: ModelConfig = ModelConfig(),
+    seed: int = 0,
+    dataset_type: str | None = None,
+) -> dict[str, Any]:
+    """A checkpoint in the published format with seeded random weights (for tests and benchmarks).
+
+    Weights follow the published initialisation scales closely enough to give finite, image-like
+    outputs. The architecture of a non-default config is recorded in ``opts`` so it loads back.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    model = HFGI(config)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key == "latent_avg":
+            continue
+        if value.dtype == torch.int64:
+            state[key] = torch.zeros_like(value)
+        elif key.endswith(".kernel"):
+            state[key] = value.clone()
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(value.shape, generator=gen)
+        elif key.endswith("modulation.bias"):
+            state[key] = 1.0 + 0.1 * torch.randn(value.shape, generator=gen)
+        elif key.endswith("bias") or key.endswith("running_mean"):
+            state[key] = 0.1 * torch.randn(value.shape, generator=gen)
+        elif value.ndim >= 2:
+            equalized = key.startswith("decoder.") or ".linear." in key or "condition_" in key
+            noise = torch.randn(value.shape, generator=gen)
+            if "to_rgb" in key and key.endswith("conv.weight"):
+                state[key] = 0.02 * noise
+            elif equalized:
+                state[key] = noise
+            else:
+                fan_in = math.prod(value.shape[1:])
+                state[key] = (torch.rand(value.shape, generator=gen) * 2 - 1) / math.sqrt(fan_in)
+        else:
+            state[key] = 1.0 + 0.1 * torch.randn(value.shape, generator=gen)
+    latent_avg = torch.randn(1, config.style_dim, generator=gen).repeat(config.style_count, 1)
+    opts: dict[str, Any] = {
+        "dataset_type": dataset_type or ("cars_encode" if config.domain == "cars" else "ffhq_encode"),
+        "encoder_type": "Encoder4Editing",
+        "start_from_latent_avg": True,
+        "stylegan_size": config.size,
+    }
+    arch = {k: v for k, v in asdict(config).items() if k not in ("size", "domain", "style_count")}
+    if arch != {k: v for k, v in asdict(ModelConfig()).items() if k in arch}:
+        opts[ARCH_OPTS_KEY] = arch
+    ckpt = {"state_dict": state, "latent_avg": latent_avg, "opts": opts}
+    if path is not None:
+        torch.save(ckpt, path)
+    return ckpt
+
+
+SMALL_CONFIG = ModelConfig(
+    size=64, style_dim=64, n_mlp=2, channel_multiplier=1, channel_max=32, encoder_width=16, style_count=10
+)
+"""A tiny architecture of the same shape (every network, every code path) for fast tests."""
+

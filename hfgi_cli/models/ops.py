@@ -1,0 +1,140 @@
+"""StyleGAN2's two custom ops: upfirdn2d and fused bias + leaky ReLU.
+
+Each op has a plain-PyTorch reference path that runs everywhere (CPU, MPS, CUDA) and a CUDA
+kernel compiled with ninja the first time it is needed on a CUDA tensor. If the build fails
+(no compiler, no headers, version skew) we warn once and keep using the reference path, so the
+tool stays correct on every machine and only gets faster where it can.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+
+_SQRT2 = math.sqrt(2.0)
+
+_cuda_lock = threading.Lock()
+_cuda_module: ModuleType | None = None
+_cuda_state = "untried"  # "untried" | "ok" | "failed" | "disabled"
+
+
+def _cuda_ops() -> ModuleType | None:
+    """Build (once per process) and return the CUDA extension, or None when unavailable."""
+    global _cuda_module, _cuda_state
+    if _cuda_state == "ok":
+        return _cuda_module
+    if _cuda_state in ("failed", "disabled"):
+        return None
+    with _cuda_lock:
+        if _cuda_state != "untried":
+            return _cuda_module
+        if os.environ.get("HFGI_NO_CUDA_OPS"):
+            _cuda_state = "disabled"
+            return None
+        try:
+            from torch.utils.cpp_extension import load
+
+            src = Path(__file__).with_name("cuda")
+            _cuda_module = load(
+                name="hfgi_stylegan2_ops",
+                sources=[str(src / "ops.cpp"), str(src / "ops_kernel.cu")],
+                extra_cuda_cflags=["--use_fast_math"],
+                verbose=bool(os.environ.get("HFGI_VERBOSE_BUILD")),
+            )
+            _cuda_state = "ok"
+        except Exception as exc:  # any build/load failure means: use the reference path
+            _cuda_state = "failed"
+            _cuda_module = None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                f"hfgi: could not build the CUDA ops ({first_line}); using the plain PyTorch path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return _cuda_module
+
+
+def cuda_ops_status() -> str:
+    """Why: benchmarks and `--verbose` runs report which path actually ran."""
+    return _cuda_state
+
+
+def _use_cuda(x: torch.Tensor) -> bool:
+    return x.is_cuda and not torch.is_grad_enabled() and _cuda_ops() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# fused bias + leaky ReLU (times sqrt(2), StyleGAN2's gain-preserving activation)
+# ---------------------------------------------------------------------------------------------
+
+
+def fused_leaky_relu_reference(
+    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = _SQRT2
+) -> torch.Tensor:
+    if bias is not None:
+        x = x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, negative_slope) * scale
+
+
+def fused_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = _SQRT2
+) -> torch.Tensor:
+    if bias is not None and _use_cuda(x) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ops = _cuda_ops()
+        return ops.fused_bias_act(x.contiguous(), bias.to(x.dtype).contiguous(), negative_slope, scale)
+    return fused_leaky_relu_reference(x, bias, negative_slope, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# upfirdn2d: upsample by zero insertion, pad, FIR filter, downsample
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad4(pad: tuple[int, ...]) -> tuple[int, int, int, int]:
+    if len(pad) == 2:
+        return pad[0], pad[1], pad[0], pad[1]
+    return pad  # type: ignore[return-value]
+
+
+def upfirdn2d_reference(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, ...] = (0, 0)
+) -> torch.Tensor:
+    """Same maths as the published op: a true convolution (flipped kernel), per channel."""
+    pad_x0, pad_x1, pad_y0, pad_y1 = _pad4(tuple(pad))
+    batch, channels, in_h, in_w = x.shape
+    out = x.reshape(batch * channels, 1, in_h, in_w)
+    if up > 1:
+        out = out.view(-1, 1, in_h, 1, in_w, 1)
+        out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
+        out = out.view(-1, 1, in_h * up, in_w * up)
+    out = F.pad(out, [max(pad_x0, 0), max(pad_x1, 0), max(pad_y0, 0), max(pad_y1, 0)])
+    out = out[
+        :,
+        :,
+        max(-pad_y0, 0) : out.shape[2] - max(-pad_y1, 0),
+        max(-pad_x0, 0) : out.shape[3] - max(-pad_x1, 0),
+    ]
+    k = torch.flip(kernel, [0, 1]).view(1, 1, *kernel.shape).to(out.dtype)
+    out = F.conv2d(out, k)
+    if down > 1:
+        out = out[:, :, ::down, ::down]
+    return out.reshape(batch, channels, out.shape[2], out.shape[3])
+
+
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, ...] = (0, 0)
+) -> torch.Tensor:
+    if _use_cuda(x) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        ops = _cuda_ops()
+        pad_x0, pad_x1, pad_y0, pad_y1 = _pad4(tuple(pad))
+        return ops.upfirdn2d(
+            x.contiguous(), kernel.to(x.dtype).contiguous(), up, up, down, down, pad_x0, pad_x1, pad_y0, pad_y1
+        )
+    return upfirdn2d_reference(x, kernel, up, down, pad)

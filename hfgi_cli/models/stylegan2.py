@@ -1,0 +1,318 @@
+"""StyleGAN2 generator in rosinality's parameter layout, with HFGI's 64x64 feature conditions.
+
+The state-dict keys (``style.N``, ``input.input``, ``conv1``, ``convs.N``, ``to_rgb1``,
+``to_rgbs.N``, ``noises.noise_N``, blur/upsample ``kernel`` buffers) match the published
+checkpoint so it loads with ``strict=True``.
+
+Modulated convolutions are computed by modulating the *activations* and convolving with one
+weight shared by the whole batch, then demodulating the output. That is the same function as
+the published grouped convolution with a per-sample weight, but it lets a batch run as one
+ordinary convolution (and lets cuDNN pick fast kernels); ``grouped=True`` keeps the literal form
+for cross-checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .ops import fused_leaky_relu, upfirdn2d
+
+BLUR_KERNEL = (1, 3, 3, 1)
+
+
+def make_kernel(taps: Sequence[float]) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def stylegan_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
+    """Feature width per resolution (the official table, optionally capped for small configs)."""
+    table = {
+        4: 512,
+        8: 512,
+        16: 512,
+        32: 512,
+        64: 256 * channel_multiplier,
+        128: 128 * channel_multiplier,
+        256: 64 * channel_multiplier,
+        512: 32 * channel_multiplier,
+        1024: 16 * channel_multiplier,
+        2048: 8 * channel_multiplier,
+    }
+    return {res: min(ch, channel_max) for res, ch in table.items() if res <= size}
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with the equalised learning-rate scale applied at run time."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activation: bool = False
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
+        return F.linear(x, self.weight * self.scale, bias=self.bias * self.lr_mul)
+
+
+class EqualConv2d(nn.Module):
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size**2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, bias=self.bias, stride=self.stride, padding=self.padding)
+
+
+class ScaledLeakyReLU(nn.Module):
+    def __init__(self, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.negative_slope) * math.sqrt(2)
+
+
+class Blur(nn.Module):
+    def __init__(self, pad: tuple[int, int], upsample_factor: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(BLUR_KERNEL) * upsample_factor**2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(BLUR_KERNEL) * factor**2)
+        p = len(BLUR_KERNEL) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+class ModulatedConv2d(nn.Module):
+    grouped = False  # class-wide switch to the literal per-sample grouped convolution
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        style_dim: int,
+        demodulate: bool = True,
+        upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, kernel_size
+        self.upsample = upsample
+        self.demodulate = demodulate
+        if upsample:
+            factor = 2
+            p = (len(BLUR_KERNEL) - factor) - (kernel_size - 1)
+            self.blur = Blur(pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+        self.scale = 1.0 / math.sqrt(in_ch * kernel_size**2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(style)  # [B, in_ch]
+        if self.grouped:
+            return self._forward_grouped(x, style)
+        weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
+        x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
+        w = weight.to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+            out = self.blur(out)
+        else:
+            out = F.conv2d(x, w, padding=self.padding)
+        if self.demodulate:
+            # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
+            w2 = weight.pow(2).sum(dim=(2, 3))  # [out, in]
+            demod = torch.rsqrt(style.pow(2) @ w2.t() + 1e-8)  # [B, out]
+            out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
+        return out
+
+    def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        batch, in_ch, height, width = x.shape
+        weight = self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
+            weight = weight * demod.view(batch, self.out_ch, 1, 1, 1)
+        k = self.kernel_size
+        x = x.reshape(1, batch * in_ch, height, width)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
+            out = out.view(batch, self.out_ch, out.shape[2], out.shape[3])
+            return self.blur(out)
+        out = F.conv2d(x, weight.view(batch * self.out_ch, in_ch, k, k), padding=self.padding, groups=batch)
+        return out.view(batch, self.out_ch, out.shape[2], out.shape[3])
+
+
+class NoiseInjection(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is None:
+            noise = x.new_empty(x.shape[0], 1, x.shape[2], x.shape[3]).normal_()
+        return x + self.weight.to(x.dtype) * noise.to(x.dtype)
+
+
+class FusedLeakyReLU(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class StyledConv(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, upsample: bool = False) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, upsample=upsample)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_ch)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    def __init__(self, in_ch: int, style_dim: int, upsample: bool = True) -> None:
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample()
+        self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias.to(x.dtype)
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.expand(batch, -1, -1, -1)
+
+
+class Generator(nn.Module):
+    """StyleGAN2 synthesis (+ mapping) network.
+
+    ``condition_res`` is the resolution whose first (upsampling) conv output HFGI modulates with
+    the consultation encoder's (scale, shift) maps: ``x * (1 + scale) + shift``.
+    """
+
+    def __init__(
+        self,
+        size: int = 1024,
+        style_dim: int = 512,
+        n_mlp: int = 8,
+        channel_multiplier: int = 2,
+        channel_max: int = 512,
+        lr_mlp: float = 0.01,
+        condition_res: int = 64,
+    ) -> None:
+        super().__init__()
+        self.size = size
+        self.style_dim = style_dim
+        self.condition_res = condition_res
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)],
+        )
+        self.channels = stylegan_channels(size, channel_multiplier, channel_max)
+        self.log_size = int(math.log2(size))
+        self.num_layers = (self.log_size - 2) * 2 + 1
+        self.n_latent = self.log_size * 2 - 2
+
+        self.input = ConstantInput(self.channels[4])
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False)
+
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for layer_idx in range(self.num_layers):
+            res = 2 ** ((layer_idx + 5) // 2)
+            self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, res, res))
+        in_ch = self.channels[4]
+        for i in range(3, self.log_size + 1):
+            out_ch = self.channels[2**i]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim))
+            in_ch = out_ch
+
+    @property
+    def condition_channels(self) -> int:
+        return self.channels[self.condition_res]
+
+    def stored_noise(self) -> list[torch.Tensor]:
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+
+    def forward(
+        self,
+        latent: torch.Tensor,
+        conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
+        randomize_noise: bool = False,
+    ) -> torch.Tensor:
+        """Synthesize from W+ codes ``[B, n_latent, style_dim]`` (always ``input_is_latent``)."""
+        noise: list[torch.Tensor | None]
+        noise = [None] * self.num_layers if randomize_noise else list(self.stored_noise())
+        out = self.input(latent.shape[0]).to(latent.dtype)
+        out = self.conv1(out, latent[:, 0], noise[0])
+        skip = self.to_rgb1(out, latent[:, 1], None)
+        i = 1
+        for block, (conv_up, conv, to_rgb) in enumerate(zip(self.convs[::2], self.convs[1::2], self.to_rgbs)):
+            out = conv_up(out, latent[:, i], noise[1 + 2 * block])
+            if conditions is not None and 2 ** (block + 3) == self.condition_res:
+                scale, shift = conditions
+                out = out * (1 + scale.to(out.dtype)) + shift.to(out.dtype)
+            out = conv(out, latent[:, i + 1], noise[2 + 2 * block])
+            skip = to_rgb(out, latent[:, i + 2], skip)
+            i += 2
+        return skip
+
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        """Z -> W through the mapping network (for sampling; inversion never needs it)."""
+        return self.style(z)
