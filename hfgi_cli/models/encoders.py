@@ -112,11 +112,11 @@ class Encoder4Editing(nn.Module):
         # feature taps of the FPN: end of stage 2 (c1), 3 (c2) and 4 (c3)
         self.taps = (sum(IR_SE_50_UNITS[:2]) - 1, sum(IR_SE_50_UNITS[:3]) - 1, sum(IR_SE_50_UNITS) - 1)
         self.style_count = style_count
-        spatial = (input_size // 16, input_size // 8, input_size // 4)
-        self.styles = nn.ModuleList(
-            GradualStyleBlock(widths[3], style_dim, spatial[0 if i < self.coarse_ind else 1 if i < self.middle_ind else 2])
-            for i in range(style_count)
-        )
+        # coarse styles read the 16x16 features, middle ones 32x32, fine ones 64x64 (for 256px input)
+        def spatial(i: int) -> int:
+            return input_size // (16 if i < self.coarse_ind else 8 if i < self.middle_ind else 4)
+
+        self.styles = nn.ModuleList(GradualStyleBlock(widths[3], style_dim, spatial(i)) for i in range(style_count))
         self.latlayer1 = nn.Conv2d(widths[2], widths[3], 1)
         self.latlayer2 = nn.Conv2d(widths[1], widths[3], 1)
 

@@ -1,0 +1,344 @@
+"""The streaming batch pipeline: read -> (align) -> model -> edit -> (paste back) -> write.
+
+A reader thread decodes inputs ahead of the model, the main thread runs the networks on batches
+that mix faces from many inputs, and a writer thread encodes and renames outputs into place.
+The queues between them are bounded, so memory does not grow with the number of inputs.
+
+Per face the encoder and the first generator pass run once, whatever the number of edits:
+``HFGI.encode`` gives W+, the distortion map and the first low-res image, and each edit is one
+``HFGI.decode`` of its edited codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import io as hio
+from .edits import Editor, EditSpec
+from .models.hfgi import HFGI
+
+_DONE = object()
+
+
+@dataclass
+class Face:
+    """One face crop on its way through the model, and where its results go."""
+
+    job: Job
+    index: int
+    x: torch.Tensor | None = None  # [3,256,256] in [-1,1]; None when the codes come from a latent file
+    latent: torch.Tensor | None = None
+    distortion: torch.Tensor | None = None
+    alignment: Any = None  # align.AlignedFace when the face was found in a photo
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # edit label -> image + codes
+
+
+@dataclass
+class Job:
+    """One input file: its faces, its outputs and its outcome (one JSON line per job)."""
+
+    item: hio.InputItem
+    faces: list[Face] = field(default_factory=list)
+    photo: Image.Image | None = None  # the original, for paste-back
+    source_meta: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    status: str = "pending"  # pending | ok | skipped | error
+    error: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    pending_faces: int = 0
+    n_faces: int = 0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "input": str(self.item.path),
+            "outputs": self.outputs,
+            "faces": self.n_faces,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    edits: list[EditSpec]  # empty: plain inversion
+    batch_size: int = 4
+    aligned: bool = True
+    overwrite: bool = False
+    save_crops: bool = False
+    precision: str = "fp32"
+    prefetch: int = 8
+
+
+@dataclass
+class RunSummary:
+    jobs: list[Job]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "error"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: Apple MPS is not available")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """fp32 runs exactly; fp16/bf16 use autocast (GPU), bf16 also on CPU."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def output_name(job: Job, label: str | None, face: int | None = None, suffix: str = ".png") -> Path:
+    stem = job.item.rel
+    name = stem.name + (f"_{label}" if label else "") + (f"_face{face}" if face is not None else "")
+    return stem.parent / (name + suffix)
+
+
+class Pipeline:
+    """Runs one command (invert or edit) over many inputs with one loaded model."""
+
+    def __init__(self, model: HFGI, editor: Editor | None, options: RunOptions) -> None:
+        self.model = model
+        self.editor = editor
+        self.opts = options
+        self.device = model.device
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ planning
+    def labels(self) -> list[str | None]:
+        return [spec.label for spec in self.opts.edits] or [None]
+
+    def planned_outputs(self, job: Job) -> list[Path]:
+        return [self.opts.out_dir / output_name(job, label) for label in self.labels()]
+
+    def is_done(self, job: Job) -> bool:
+        """Every image output exists and every latent beside it loads: safe to skip on a re-run."""
+        for img_path in self.planned_outputs(job):
+            if not img_path.is_file() or not hio.is_complete_latent(img_path.with_suffix(".pt")):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ stage 1: read
+    def prepare(self, job: Job) -> None:
+        """Decode one input into faces (raises InputError for a bad input)."""
+        item = job.item
+        if item.is_latent:
+            data = hio.read_latent(item.path, self.model.n_latent, self.model.config.style_dim)
+            job.source_meta = {"source": data.get("source"), "from_latent": str(item.path)}
+            job.faces = [Face(job, 0, latent=data["latent"].float(), distortion=data["distortion"].float())]
+            return
+        image = hio.read_image(item.path)
+        job.photo = image
+        job.source_meta = {"source": str(item.path)}
+        job.faces = [Face(job, 0, x=hio.image_to_tensor(image))]
+
+    def _reader(self, jobs: list[Job], out_q: queue.Queue[Any]) -> None:
+        try:
+            for job in jobs:
+                if self._stop.is_set():
+                    break
+                if not self.opts.overwrite and self.is_done(job):
+                    job.status = "skipped"
+                    out_q.put(job)
+                    continue
+                try:
+                    self.prepare(job)
+                except hio.InputError as exc:
+                    job.status, job.error = "error", str(exc)
+                except Exception as exc:  # a bug or an odd file must not stop the other inputs
+                    job.status, job.error = "error", f"{job.item.path}: {exc.__class__.__name__}: {exc}"
+                out_q.put(job)
+        finally:
+            out_q.put(_DONE)
+
+    # ------------------------------------------------------------------ stage 2: model
+    @torch.inference_mode()
+    def run_batch(self, faces: list[Face]) -> None:
+        """Encode (once) and decode every edit for a batch of faces; results stay on the faces."""
+        device, model = self.device, self.model
+        with autocast_context(device, self.opts.precision):
+            to_encode = [f for f in faces if f.x is not None]
+            low_res: dict[int, torch.Tensor] = {}
+            if to_encode:
+                x = torch.stack([f.x for f in to_encode]).to(device)
+                enc = model.encode(x)
+                for i, f in enumerate(to_encode):
+                    f.latent = enc["latent"][i].float().cpu()
+                    f.distortion = enc["distortion"][i].float().cpu()
+                    low_res[id(f)] = enc["low_res"][i]
+            latent = torch.stack([f.latent for f in faces]).to(device)
+            distortion = torch.stack([f.distortion for f in faces]).to(device)
+            for spec in self.opts.edits or [None]:
+                if spec is None:
+                    # no edit: the first pass is the edited image; reuse it where we have it
+                    if len(low_res) == len(faces):
+                        edit_low = torch.stack([low_res[id(f)] for f in faces])
+                    else:
+                        edit_low = None
+                    codes = latent
+                else:
+                    assert self.editor is not None
+                    codes = self.editor.apply(latent, spec)
+                    edit_low = None
+                images = model.decode(codes, distortion, edit_low).float().cpu()
+                label = spec.label if spec is not None else None
+                for i, f in enumerate(faces):
+                    f.results[label or ""] = {"image": images[i], "latent": codes[i].float().cpu()}
+            for f in faces:
+                f.x = None  # free the input tensor early
+
+    # ------------------------------------------------------------------ stage 3: write
+    def write(self, job: Job) -> None:
+        """Save every output of a finished job (image + latent), atomically."""
+        for label in self.labels():
+            key = label or ""
+            face = job.faces[0]
+            result = face.results[key]
+            img_path = self.opts.out_dir / output_name(job, label)
+            hio.save_image(hio.tensor_to_image(result["image"]), img_path)
+            hio.save_torch(self.latent_record(job, face, label, result), img_path.with_suffix(".pt"))
+            job.outputs += [str(img_path), str(img_path.with_suffix(".pt"))]
+
+    def latent_record(self, job: Job, face: Face, label: str | None, result: dict[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "format": hio.LATENT_FORMAT,
+            "latent": result["latent"].contiguous(),
+            "inversion_latent": face.latent.contiguous(),
+            "distortion": face.distortion.contiguous(),
+            "edit": label,
+            "checkpoint": self.model.source,
+            "n_latent": self.model.n_latent,
+            **job.source_meta,
+        }
+        if face.alignment is not None:
+            record["alignment"] = face.alignment.to_json() if hasattr(face.alignment, "to_json") else face.alignment
+        return record
+
+    def _writer(self, in_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> None:
+        while True:
+            job = in_q.get()
+            if job is _DONE:
+                return
+            try:
+                self.write(job)
+                job.status = "ok"
+            except Exception as exc:
+                job.status, job.error = "error", f"{job.item.path}: cannot write output ({exc})"
+            job.faces = []  # release images and codes
+            job.photo = None
+            job.seconds = time.perf_counter() - job.started
+            on_done(job)
+
+    # ------------------------------------------------------------------ driver
+    def run(self, jobs: list[Job], on_done: Callable[[Job], None]) -> RunSummary:
+        """Process every job; ``on_done`` is called once per job (in the writer or main thread)."""
+        read_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.prefetch))
+        write_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.batch_size * 2))
+        reader = threading.Thread(target=self._reader, args=(jobs, read_q), daemon=True, name="hfgi-reader")
+        writer = threading.Thread(target=self._writer, args=(write_q, on_done), daemon=True, name="hfgi-writer")
+        reader.start()
+        writer.start()
+        interrupted = False
+        with _stop_on_sigint(self._stop):
+            try:
+                for batch in self._batches(read_q, on_done):
+                    self.run_batch(batch)
+                    for job in _completed_jobs(batch):
+                        write_q.put(job)
+                    if self._stop.is_set():
+                        break
+                interrupted = self._stop.is_set()
+            finally:
+                self._stop.set()
+                write_q.put(_DONE)
+                writer.join()
+                # drain the reader so it can exit
+                while reader.is_alive():
+                    with contextlib.suppress(queue.Empty):
+                        read_q.get(timeout=0.1)
+        return RunSummary(jobs, interrupted=interrupted)
+
+    def _batches(self, read_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> Iterator[list[Face]]:
+        batch: list[Face] = []
+        while True:
+            job = read_q.get()
+            if job is _DONE:
+                break
+            if job.status in ("error", "skipped"):
+                job.seconds = time.perf_counter() - job.started
+                on_done(job)
+                continue
+            job.pending_faces = job.n_faces = len(job.faces)
+            for face in job.faces:
+                batch.append(face)
+                if len(batch) >= self.opts.batch_size:
+                    yield batch
+                    batch = []
+            if self._stop.is_set():
+                break
+        if batch and not self._stop.is_set():
+            yield batch
+
+
+def _completed_jobs(batch: list[Face]) -> list[Job]:
+    """Jobs whose last face was in this batch, in order."""
+    done: list[Job] = []
+    for face in batch:
+        face.job.pending_faces -= 1
+        if face.job.pending_faces == 0:
+            done.append(face.job)
+    return done
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: finish the current batch, then stop. Second Ctrl-C: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
