@@ -24,6 +24,12 @@ _cuda_lock = threading.Lock()
 _cuda_module: ModuleType | None = None
 _cuda_state = "untried"  # "untried" | "ok" | "failed" | "disabled"
 
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
 
 def _cuda_ops() -> ModuleType | None:
     """Build (once per process) and return the CUDA extension, or None when unavailable."""
@@ -35,18 +41,21 @@ def _cuda_ops() -> ModuleType | None:
     with _cuda_lock:
         if _cuda_state != "untried":
             return _cuda_module
-        if os.environ.get("HFGI_NO_CUDA_OPS"):
+        if _env_flag("HFGI_NO_CUDA_OPS"):
             _cuda_state = "disabled"
             return None
         try:
             from torch.utils.cpp_extension import load
 
             src = Path(__file__).with_name("cuda")
+            # No build_directory: torch builds under its per-user cache
+            # ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions/<py>_<cu>/<name>) and
+            # rebuilds by itself when the sources change.
             _cuda_module = load(
                 name="hfgi_stylegan2_ops",
                 sources=[str(src / "ops.cpp"), str(src / "ops_kernel.cu")],
                 extra_cuda_cflags=["--use_fast_math"],
-                verbose=bool(os.environ.get("HFGI_VERBOSE_BUILD")),
+                verbose=_env_flag("HFGI_VERBOSE_BUILD"),
             )
             _cuda_state = "ok"
         except Exception as exc:  # any build/load failure means: use the reference path
@@ -66,8 +75,17 @@ def cuda_ops_status() -> str:
     return _cuda_state
 
 
-def _use_cuda(x: torch.Tensor) -> bool:
-    return x.is_cuda and not torch.is_grad_enabled() and _cuda_ops() is not None
+def _use_cuda(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    """CUDA kernels have no backward, so use them only when autograd will not need one.
+
+    Checking requires_grad (rather than only grad mode) lets frozen-weight inference run the fast
+    path even outside torch.no_grad(), while training/optimisation keeps the differentiable path.
+    """
+    if not x.is_cuda or x.dtype not in _CUDA_DTYPES:
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *others)):
+        return False
+    return _cuda_ops() is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,9 +104,10 @@ def fused_leaky_relu_reference(
 def fused_leaky_relu(
     x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = _SQRT2
 ) -> torch.Tensor:
-    if bias is not None and _use_cuda(x) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+    if bias is not None and x.ndim >= 2 and _use_cuda(x, bias):
         ops = _cuda_ops()
-        return ops.fused_bias_act(x.contiguous(), bias.to(x.dtype).contiguous(), negative_slope, scale)
+        bias = bias.to(device=x.device, dtype=x.dtype).contiguous()
+        return ops.fused_bias_act(x.contiguous(), bias, float(negative_slope), float(scale))
     return fused_leaky_relu_reference(x, bias, negative_slope, scale)
 
 
@@ -131,10 +150,11 @@ def upfirdn2d_reference(
 def upfirdn2d(
     x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, ...] = (0, 0)
 ) -> torch.Tensor:
-    if _use_cuda(x) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+    if x.ndim == 4 and _use_cuda(x, kernel):
         ops = _cuda_ops()
-        pad_x0, pad_x1, pad_y0, pad_y1 = _pad4(tuple(pad))
+        pad_x0, pad_x1, pad_y0, pad_y1 = (int(p) for p in _pad4(tuple(pad)))
+        kernel = kernel.to(device=x.device, dtype=x.dtype).contiguous()
         return ops.upfirdn2d(
-            x.contiguous(), kernel.to(x.dtype).contiguous(), up, up, down, down, pad_x0, pad_x1, pad_y0, pad_y1
+            x.contiguous(), kernel, int(up), int(up), int(down), int(down), pad_x0, pad_x1, pad_y0, pad_y1
         )
     return upfirdn2d_reference(x, kernel, up, down, pad)
