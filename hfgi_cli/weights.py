@@ -22,6 +22,7 @@ import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -279,19 +280,21 @@ def sha256_of(path: Path) -> str:
 
 
 def _torch_load(path: Path) -> Any:
-    """Tensors only; memory-mapped where the format allows, so a 1.2 GB checkpoint is not read in full."""
+    """Tensors only; memory-mapped where the format allows, so a 1.2 GB checkpoint is not read in full.
+
+    Raises pickle.UnpicklingError only for a well-formed torch file that pickles Python objects
+    (old training code did that in ``opts``); any other unreadable file is a VerificationError.
+    """
+    is_zip = zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError:
-        raise
-    except Exception:
-        pass  # not a zip-format file (mmap needs one): try the plain loader, which gives the real error
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise
+        if is_zip:
+            raise
+        reason = "not a PyTorch file"
     except Exception as exc:
-        raise VerificationError(f"{path}: not a PyTorch file ({str(exc).splitlines()[0][:120]})") from None
+        reason = f"not a PyTorch file ({str(exc).splitlines()[0][:120]})"
+    raise VerificationError(f"{path}: {reason}")
 
 
 @lru_cache(maxsize=4)
@@ -443,7 +446,7 @@ def list_files(weights_dir: Path | None = None) -> list[FileState]:
     for packaged in manifest.packaged:
         found = packaged.locate()
         size = found.stat().st_size if found else None
-        state = "unknown (packaged)" if found else f"install {packaged.package}"
+        state = "unknown" if found else f"install {packaged.package}"
         rows.append(FileState(packaged.name, found, packaged.kind, found is not None, size, state))
     return rows
 
@@ -529,9 +532,10 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
         raise _Interrupted(f"unreadable Content-Range {value!r}") from None
 
 
-def _reject(part: Path, message: str) -> VerificationError:
+def _reject(part: Path, entry: WeightFile, reason: str) -> VerificationError:
+    """Delete the temporary file: a rejected download leaves nothing behind."""
     part.unlink(missing_ok=True)
-    return VerificationError(message)
+    return VerificationError(f"{entry.name}: downloaded file rejected and deleted ({reason})")
 
 
 def _stream(
@@ -552,7 +556,7 @@ def _stream(
         start = 0
         total = int(length) if length and length.isdigit() else None
     if entry.size is not None and total is not None and total != entry.size:
-        raise _reject(part, f"{entry.name}: the server offers {total} bytes, the manifest says {entry.size}")
+        raise _reject(part, entry, f"the server offers {total} bytes, the manifest says {entry.size}")
     done = start
     try:
         with open(part, "ab" if start else "wb") as fh:
@@ -567,9 +571,9 @@ def _stream(
                 if on_progress:
                     on_progress(done, total)
                 if entry.size is not None and done > entry.size:
-                    raise VerificationError(f"{entry.name}: more than the expected {entry.size} bytes")
+                    raise VerificationError(f"more than the expected {entry.size} bytes")
     except VerificationError as exc:
-        raise _reject(part, str(exc)) from None
+        raise _reject(part, entry, str(exc)) from None
     except (http.client.HTTPException, OSError) as exc:
         raise _Interrupted(f"{exc.__class__.__name__}: {exc}") from None
     if total is not None and done < total:
@@ -659,7 +663,7 @@ def download(
     try:
         verify_file(part, entry)
     except WeightsError as exc:
-        raise _reject(part, f"{entry.name}: downloaded file rejected and deleted ({exc})") from None
+        raise _reject(part, entry, str(exc)) from None
     os.replace(part, dest)
     return dest
 
