@@ -601,7 +601,7 @@ def _fetch(url: str, part: Path, entry: WeightFile, on_progress: ProgressCallbac
                     return
                 part.unlink(missing_ok=True)
                 raise _Interrupted("stale partial file discarded") from None
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise DownloadError(f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:
             raise NetworkError(str(getattr(exc.reason, "strerror", None) or exc.reason)) from None
         except (http.client.HTTPException, OSError) as exc:
@@ -632,7 +632,8 @@ def download(
     Bytes go to ``<path>.part``; an interrupted transfer keeps it and the next attempt (in this call,
     up to ``retries`` more times, or the next call) resumes with an HTTP Range request. Only a file
     that passes the size, SHA-256 and structure checks is renamed into place; a rejected one is
-    deleted. ``drive_base`` exists so tests can stand in for Google Drive.
+    deleted. ``mirror`` None reads ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so
+    tests can stand in for Google Drive.
     """
     dest = Path(weights_dir) / entry.path
     if dest.is_file() and not force:

@@ -434,3 +434,21 @@ def test_cli_without_network_prints_one_line(tmp_path: Path) -> None:
 def test_every_command_help_has_an_example(command: str) -> None:
     result = runner.invoke(app, ["weights", command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "Example: hfgi weights " + command in result.stdout
+
+
+def test_reference_shapes_match_the_published_checkpoint_key_list() -> None:
+    """The structure check would accept the real file: same keys and shapes as the published list."""
+    listing = SHARED / "reference" / "hfgi_ffhq_checkpoint_keys.tsv"
+    if not listing.is_file():
+        pytest.skip(f"shared reference missing: {listing}")
+    published = {}
+    for line in listing.read_text().splitlines()[1:]:
+        key, shape, _dtype = line.split("\t")
+        dims = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
+        published[key.removeprefix("state_dict.")] = dims
+    assert w.reference_shapes(w.ModelConfig()) == published
+
+
+def test_cli_unknown_name(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["weights", "download", "nope", "--weights-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown model file 'nope'" in result.stderr
