@@ -42,7 +42,7 @@ EXIT_WEIGHTS = 2
 WeightsDirOption = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP, file_okay=False)
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def _weights_fail(exc: Exception) -> typer.Exit:
     """One plain line on stderr (no rich wrapping, no traceback) and the weights exit status."""
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(EXIT_WEIGHTS)
@@ -87,7 +87,7 @@ def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:  # noq
     Console().print(table)
 
 
-def _progress(quiet: bool) -> Progress:
+def _download_progress(quiet: bool) -> Progress:
     console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
@@ -120,12 +120,12 @@ def weights_download(
             manifest.get(n) for n in w.missing_names(weights_dir)
         ]
     except w.WeightsError as exc:
-        raise _fail(exc) from None
+        raise _weights_fail(exc) from None
     if not entries:
         typer.echo(f"all model files are present in {folder}")
         return
     failed = 0
-    with _progress(quiet) as progress:
+    with _download_progress(quiet) as progress:
         for entry in entries:
             dest = folder / entry.path
             if dest.is_file() and not force:
@@ -141,7 +141,7 @@ def weights_download(
                 result = w.verify_file(path, entry)
             except w.NetworkError as exc:
                 progress.stop()
-                raise _fail(exc) from None
+                raise _weights_fail(exc) from None
             except w.WeightsError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 failed += 1
@@ -168,7 +168,7 @@ def weights_verify(
     if file is None:
         targets = [(folder / e.path, e) for e in manifest.files if (folder / e.path).is_file()]
         if not targets:
-            raise _fail(w.WeightsMissingError(
+            raise _weights_fail(w.WeightsMissingError(
                 f"no model files in {folder}; fetch them with `{w.fetch_command([], weights_dir)}`"
             ))
     elif file in manifest.names:
