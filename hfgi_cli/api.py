@@ -16,23 +16,19 @@ from PIL import Image
 
 from . import io as hio
 from .edits import Editor, EditSpec
-from .models.hfgi import HFGI, CheckpointError
+from .models.hfgi import HFGI
 from .pipeline import pick_device
+from .weights import resolve_checkpoint
 
 
 def load_model(
-    checkpoint: str | Path | None,
+    checkpoint: str | Path | None = None,
     weights_dir: str | Path | None = None,
     device: str = "auto",
 ) -> HFGI:
-    """Load the HFGI checkpoint (explicit path, else the weights folder's) onto a device."""
-    if checkpoint is None:
-        base = Path(weights_dir) if weights_dir else Path("weights")
-        checkpoint = base / "hfgi_ffhq.pt"
-        if not checkpoint.is_file():
-            raise CheckpointError(f"no checkpoint at {checkpoint}: pass --checkpoint FILE")
-    model = HFGI.from_checkpoint(checkpoint, device=pick_device(device))
-    return model
+    """Load an HFGI checkpoint (explicit path, else the weights folder's published one) onto a device."""
+    path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
+    return HFGI.from_checkpoint(path, device=pick_device(device))
 
 
 @torch.inference_mode()

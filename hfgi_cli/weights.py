@@ -1,0 +1,675 @@
+"""Model files: which ones exist, where they live, how to fetch them safely and how to check them.
+
+The manifest (``weights_manifest.json``, shipped inside the package so a wheel install has it; the
+repository's ``weights/manifest.json`` is a copy kept identical by a test) lists every file with its
+official source, size and SHA-256 where known, and licence note.
+
+Downloads use the standard library only: urllib gives us Range requests, cookies and redirects,
+which is all that resuming and Google Drive's confirmation step need, so a dependency such as
+requests or gdown would add install weight without removing any real code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.cookiejar
+import importlib.util
+import json
+import os
+import pickle
+import shlex
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .models.hfgi import (
+    HFGI,
+    CheckpointError,
+    ModelConfig,
+    _describe_keys,
+    config_from_checkpoint,
+    read_checkpoint,
+)
+
+CHECKPOINT = "hfgi_ffhq"
+FACE_DIRECTIONS = ("interfacegan_age", "interfacegan_smile", "interfacegan_pose", "ganspace_ffhq")
+ENV_HOME = "HFGI_HOME"
+ENV_MIRROR = "HFGI_WEIGHTS_MIRROR"
+DRIVE_BASE = "https://drive.google.com"
+USER_AGENT = "hfgi-cli (model downloader)"
+CHUNK = 1 << 20
+MAX_PAGE = 1 << 20  # a Drive confirmation page is a few kB; never buffer more than this as "a page"
+KINDS = ("checkpoint", "direction", "pca")
+
+ProgressCallback = Callable[[int, Optional[int]], None]
+"""Called with (bytes on disk so far, total bytes or None) while a file downloads."""
+
+
+class WeightsError(Exception):
+    """Anything wrong with the model files. The CLI prints the message on one line, exit status 2."""
+
+
+class WeightsMissingError(WeightsError):
+    """A needed file is absent; the message names the expected path and the command that fetches it."""
+
+
+class DownloadError(WeightsError):
+    """A download failed; a resumable ``.part`` file may be kept, a rejected one never is."""
+
+
+class NetworkError(DownloadError):
+    """The source could not be reached at all (offline, DNS, refused); names a manual-download URL."""
+
+
+class VerificationError(WeightsError):
+    """A file's size, SHA-256 or structure is not what the model needs."""
+
+
+class _Interrupted(Exception):
+    """A transfer that stopped part-way; the ``.part`` file is kept for the next attempt."""
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable file; ``path`` is relative to the weights folder, in POSIX form."""
+
+    name: str
+    path: str
+    kind: str
+    url: str
+    gdrive_id: str | None
+    size: int | None
+    sha256: str | None
+    source: str
+    license: str
+    note: str = ""
+
+    @property
+    def manual_url(self) -> str:
+        """The address a person opens in a browser (Drive's view page rather than its API)."""
+        if self.gdrive_id:
+            return f"https://drive.google.com/file/d/{self.gdrive_id}/view"
+        return self.url
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A model file that a Python package ships (nothing to download)."""
+
+    name: str
+    package: str
+    module: str
+    resource: str
+    kind: str
+    source: str
+    license: str
+
+    def locate(self) -> Path | None:
+        """Find the file without importing the module (``face_recognition_models`` needs pkg_resources)."""
+        spec = importlib.util.find_spec(self.module)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(folder) / self.resource
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    files: tuple[WeightFile, ...]
+    packaged: tuple[PackagedFile, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.files]
+
+    def get(self, name: str) -> WeightFile:
+        for entry in self.files:
+            if entry.name == name:
+                return entry
+        raise WeightsError(f"unknown model file '{name}' (known: {', '.join(self.names)})")
+
+
+def manifest_text() -> str:
+    """The manifest exactly as shipped in the package (the test compares it with weights/manifest.json)."""
+    return resources.files("hfgi_cli").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def load_manifest() -> Manifest:
+    data = json.loads(manifest_text())
+    files = []
+    for item in data["files"]:
+        if item["kind"] not in KINDS:
+            raise WeightsError(f"manifest: {item['name']} has unknown kind {item['kind']!r}")
+        files.append(WeightFile(**item))
+    return Manifest(tuple(files), tuple(PackagedFile(**item) for item in data.get("packaged", [])))
+
+
+# ---------------------------------------------------------------------------------------------- locations
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/hfgi``, else ``~/.cache/hfgi`` (XDG says to ignore a relative value)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "hfgi"
+
+
+def locate_weights_dir(explicit: Path | None = None) -> tuple[Path, str]:
+    """The weights folder in use and why: ``--weights-dir`` > ``$HFGI_HOME`` > ``./weights`` > cache."""
+    if explicit is not None:
+        return Path(explicit).expanduser().absolute(), "--weights-dir"
+    env = os.environ.get(ENV_HOME, "")
+    if env:
+        return Path(env).expanduser().absolute(), f"${ENV_HOME}"
+    local = Path.cwd() / "weights"
+    if (local / load_manifest().get(CHECKPOINT).path).is_file():
+        return local, "./weights (holds the checkpoint)"
+    return user_cache_dir().absolute(), "user cache"
+
+
+def resolve_weights_dir(explicit: Path | None = None) -> Path:
+    """The folder model files are read from and downloaded to (it may not exist yet)."""
+    return locate_weights_dir(explicit)[0]
+
+
+def fetch_command(names: Iterable[str], weights_dir: Path | None = None) -> str:
+    """The exact command that downloads ``names`` into the folder the caller resolved against."""
+    parts = ["hfgi", "weights", "download", *names]
+    if weights_dir is not None:
+        parts += ["--weights-dir", str(weights_dir)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def resolve_checkpoint(checkpoint: Path | None = None, weights_dir: Path | None = None) -> Path:
+    """An explicit ``--checkpoint`` if it exists, else the published one in the weights folder."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsMissingError(
+                f"checkpoint not found: {path.absolute()} (given with --checkpoint); to use the published "
+                f"model instead, leave --checkpoint out and run `{fetch_command([CHECKPOINT], weights_dir)}`"
+            )
+        return path
+    entry = load_manifest().get(CHECKPOINT)
+    path = resolve_weights_dir(weights_dir) / entry.path
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"HFGI checkpoint missing: expected at {path}; fetch it with "
+            f"`{fetch_command([CHECKPOINT], weights_dir)}`"
+        )
+    return path
+
+
+def _direction_entries(needed: Iterable[str]) -> list[str]:
+    """Manifest names for attribute names (age, smile, eyes, ...) or manifest names; others are ignored."""
+    from .edits import GANSPACE, INTERFACEGAN  # local: edits is only needed for this mapping
+
+    known = set(load_manifest().names)
+    names: list[str] = []
+    for item in needed:
+        name = (
+            f"interfacegan_{item}" if item in INTERFACEGAN else "ganspace_ffhq" if item in GANSPACE else item
+        )
+        if name in known and name not in names:
+            names.append(name)
+    return names
+
+
+def resolve_directions_dir(
+    directions: Path | None = None, weights_dir: Path | None = None, needed: Iterable[str] = ()
+) -> Path:
+    """The folder holding ``interfacegan/*.pt`` and ``ganspace/*.pt``.
+
+    An explicit ``--directions`` folder must exist. Otherwise the weights folder is used, and it must
+    hold the files in ``needed`` (attribute or manifest names) or, with ``needed`` empty, at least one
+    of the face direction files: the edit step then reports any single missing file itself.
+    """
+    if directions is not None:
+        folder = Path(directions).expanduser()
+        if not folder.is_dir():
+            raise WeightsMissingError(
+                f"directions folder not found: {folder.absolute()} (given with --directions)"
+            )
+        return folder
+    manifest = load_manifest()
+    folder = resolve_weights_dir(weights_dir)
+    wanted = _direction_entries(needed) or list(FACE_DIRECTIONS)
+    missing = [n for n in wanted if not (folder / manifest.get(n).path).is_file()]
+    if (needed and missing) or len(missing) == len(wanted):
+        where = ", ".join(str(folder / manifest.get(n).path) for n in missing)
+        raise WeightsMissingError(
+            f"edit direction files missing: expected {where}; fetch them with "
+            f"`{fetch_command(missing, weights_dir)}`"
+        )
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``verify_file`` established about one file."""
+
+    path: Path
+    kind: str
+    sha_checked: bool
+    detail: str
+
+    @property
+    def status(self) -> str:
+        return "sha ok" if self.sha_checked else "structure ok"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _torch_load(path: Path) -> Any:
+    """Tensors only; memory-mapped where the format allows, so a 1.2 GB checkpoint is not read in full.
+
+    Raises pickle.UnpicklingError only for a well-formed torch file that pickles Python objects
+    (old training code did that in ``opts``); any other unreadable file is a VerificationError.
+    """
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError:
+        if is_zip:
+            raise
+        reason = "not a PyTorch file"
+    except Exception as exc:
+        reason = f"not a PyTorch file ({str(exc).splitlines()[0][:120]})"
+    raise VerificationError(f"{path}: {reason}")
+
+
+@lru_cache(maxsize=4)
+def reference_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of our model's state dict, built on the meta device (no memory for weights)."""
+    with torch.device("meta"):
+        model = HFGI(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_checkpoint(path: Path) -> ModelConfig:
+    """Every key and tensor shape of an HFGI checkpoint against this model; returns its architecture."""
+    path = Path(path)
+    try:
+        ckpt = _torch_load(path)
+    except pickle.UnpicklingError:
+        try:  # older training code pickled plain objects in opts; read_checkpoint knows that case
+            ckpt = read_checkpoint(path)
+        except CheckpointError as exc:
+            raise VerificationError(str(exc)) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise VerificationError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
+    if not torch.is_tensor(ckpt.get("latent_avg")):
+        raise VerificationError(f"{path}: not an HFGI checkpoint (no 'latent_avg' tensor)")
+    try:
+        config = config_from_checkpoint(ckpt)
+        expected = reference_shapes(config)
+    except Exception as exc:
+        raise VerificationError(f"{path}: unsupported architecture options ({exc})") from None
+    state = ckpt["state_dict"]
+    want = {k: s for k, s in expected.items() if k != "latent_avg"}
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    if missing or unexpected:
+        parts = [f"missing {len(missing)} keys: {_describe_keys(missing)}"] if missing else []
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys: {_describe_keys(unexpected)}")
+        raise VerificationError(f"{path}: not a checkpoint of this model ({'; '.join(parts)})")
+    wrong = [
+        f"{k} {tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__} vs {s}"
+        for k, s in sorted(want.items())
+        if not torch.is_tensor(state[k]) or tuple(state[k].shape) != s
+    ]
+    if wrong:
+        raise VerificationError(f"{path}: tensor shapes differ from this model ({_describe_keys(wrong, 3)})")
+    avg = ckpt["latent_avg"]
+    rows = 1 if avg.ndim == 1 else avg.shape[0]
+    allowed_rows = (1, config.style_count, config.n_latent)
+    if avg.ndim > 2 or avg.shape[-1] != config.style_dim or rows not in allowed_rows:
+        raise VerificationError(f"{path}: latent_avg has shape {tuple(avg.shape)}")
+    return config
+
+
+def check_direction(path: Path, value: Any = None, style_dim: int = 512) -> tuple[int, ...]:
+    """An InterFaceGAN direction: 512, 1x512, Nx512 or 1xNx512 with N one of the W+ row counts."""
+    value = _torch_load(Path(path)) if value is None else value
+    if not torch.is_tensor(value):
+        raise VerificationError(f"{path}: a direction file holds one tensor, not a {type(value).__name__}")
+    shape = tuple(value.shape)
+    rows = shape[:-1]
+    if len(rows) == 2 and rows[0] == 1:
+        rows = rows[1:]
+    if not shape or shape[-1] != style_dim or len(rows) > 1 or (rows and rows[0] not in (1, 14, 16, 18)):
+        raise VerificationError(
+            f"{path}: direction of shape {shape}; expected {style_dim}, 1x{style_dim} or 18x{style_dim}"
+        )
+    return shape
+
+
+def check_pca(path: Path, value: Any = None, style_dim: int = 512) -> int:
+    """A GANSpace PCA dict: mean (..512), comp (K..512), std (K); returns K."""
+    value = _torch_load(Path(path)) if value is None else value
+    if not isinstance(value, dict) or not {"mean", "comp", "std"} <= set(value):
+        raise VerificationError(f"{path}: not a GANSpace PCA file (needs 'mean', 'comp', 'std')")
+    mean, comp, std = (value[k] for k in ("mean", "comp", "std"))
+    if not all(torch.is_tensor(t) for t in (mean, comp, std)):
+        raise VerificationError(f"{path}: GANSpace 'mean', 'comp' and 'std' must be tensors")
+    if mean.numel() != style_dim or comp.shape[-1] != style_dim or comp.numel() != comp.shape[0] * style_dim:
+        raise VerificationError(f"{path}: GANSpace shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}")
+    if std.numel() != comp.shape[0]:
+        raise VerificationError(f"{path}: GANSpace std has {std.numel()} values, comp {comp.shape[0]} rows")
+    return int(comp.shape[0])
+
+
+def _check_structure(path: Path, kind: str | None) -> tuple[str, str]:
+    """(kind, detail); with no kind given it is told from the content."""
+    if kind == "checkpoint":
+        config = check_checkpoint(path)
+        return kind, f"{config.domain} {config.size}px, {config.style_count} styles"
+    try:
+        value = _torch_load(path)
+    except pickle.UnpicklingError:
+        if kind is None:  # maybe a checkpoint whose opts hold plain Python objects
+            return _check_structure(path, "checkpoint")
+        raise VerificationError(f"{path}: holds Python objects, not plain tensors") from None
+    if kind is None:
+        if isinstance(value, dict) and "state_dict" in value:
+            return _check_structure(path, "checkpoint")
+        kind = "pca" if isinstance(value, dict) else "direction"
+    if kind == "pca":
+        return kind, f"{check_pca(path, value)} components"
+    return kind, "shape " + "x".join(str(s) for s in check_direction(path, value))
+
+
+def verify_file(path: Path, entry: WeightFile | None = None) -> CheckResult:
+    """Size and SHA-256 (when the manifest knows them), then structure; raises VerificationError."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissingError(f"file not found: {path}")
+    if entry is not None and entry.size is not None and path.stat().st_size != entry.size:
+        raise VerificationError(f"{path}: {path.stat().st_size} bytes, expected {entry.size}")
+    sha_checked = False
+    if entry is not None and entry.sha256:
+        got = sha256_of(path)
+        if got != entry.sha256.lower():
+            raise VerificationError(f"{path}: SHA-256 {got} differs from the manifest's {entry.sha256}")
+        sha_checked = True
+    kind, detail = _check_structure(path, entry.kind if entry else None)
+    return CheckResult(path, kind, sha_checked, detail)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One row of ``hfgi weights list``."""
+
+    name: str
+    path: Path | None
+    kind: str
+    present: bool
+    size: int | None
+    verified: str
+
+
+def list_files(weights_dir: Path | None = None) -> list[FileState]:
+    """Every manifest file with its state; checks run (they are cheap: small files, mmap'd checkpoint)."""
+    folder = resolve_weights_dir(weights_dir)
+    manifest = load_manifest()
+    rows: list[FileState] = []
+    for entry in manifest.files:
+        path = folder / entry.path
+        if not path.is_file():
+            rows.append(FileState(entry.name, path, entry.kind, False, entry.size, "-"))
+            continue
+        try:
+            verified = verify_file(path, entry).status
+        except WeightsError as exc:
+            verified = f"BAD: {exc}".replace(f"{path}: ", "")
+        rows.append(FileState(entry.name, path, entry.kind, True, path.stat().st_size, verified))
+    for packaged in manifest.packaged:
+        found = packaged.locate()
+        size = found.stat().st_size if found else None
+        state = "unknown" if found else f"install {packaged.package}"
+        rows.append(FileState(packaged.name, found, packaged.kind, found is not None, size, state))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- download
+def source_url(entry: WeightFile, mirror: str | None = None, drive_base: str = DRIVE_BASE) -> str:
+    """Where the file is fetched from: ``$HFGI_WEIGHTS_MIRROR/<path>`` when set, else its official source."""
+    mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
+    if mirror:
+        return mirror.rstrip("/") + "/" + urllib.parse.quote(entry.path)
+    if entry.gdrive_id:
+        return f"{drive_base.rstrip('/')}/uc?export=download&id={urllib.parse.quote(entry.gdrive_id)}"
+    return entry.url
+
+
+class _PageScan(HTMLParser):
+    """Forms (action, method, named inputs) and links of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, str, dict[str, str]]] = []
+        self.links: list[str] = []
+        self._form: tuple[str, str, dict[str, str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._form = (a.get("action", ""), a.get("method", "get").lower(), {})
+            self.forms.append(self._form)
+        elif tag == "input" and self._form is not None and a.get("name"):
+            if a.get("type", "text").lower() not in ("submit", "button", "image", "reset"):
+                self._form[2][a["name"]] = a.get("value", "")
+        elif tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+
+
+def drive_confirm_request(
+    page: str, page_url: str, cookies: Iterable[http.cookiejar.Cookie] = ()
+) -> tuple[str, bytes | None]:
+    """The request that gets past Google Drive's "can't scan this file for viruses" page.
+
+    Three generations of that page are handled: a form with hidden ``id``/``confirm``/``uuid`` inputs
+    (drive.usercontent.google.com/download), a ``download_warning*`` cookie whose value is the
+    ``confirm`` token, and a plain link carrying ``confirm=``. Returns (url, POST body or None).
+    """
+    scan = _PageScan()
+    scan.feed(page)
+    for action, method, inputs in scan.forms:
+        if "confirm" in inputs or "download" in action:
+            target = urllib.parse.urljoin(page_url, action or page_url)
+            query = urllib.parse.urlencode(inputs)
+            if method == "post":
+                return target, query.encode()
+            return target + ("&" if "?" in target else "?") + query, None
+    for cookie in cookies:
+        if cookie.name.startswith("download_warning") and cookie.value:
+            parts = urllib.parse.urlsplit(page_url)
+            query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "confirm"]
+            query.append(("confirm", cookie.value))
+            return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query))), None
+    for href in scan.links:
+        if "confirm=" in href:
+            return urllib.parse.urljoin(page_url, href), None
+    raise DownloadError(
+        "Google Drive answered with a web page instead of the file (download quota exceeded or no "
+        "access?); try again later or download it by hand"
+    )
+
+
+def _content_range(value: str | None) -> tuple[int, int | None]:
+    """``bytes 100-199/200`` -> (100, 200); total None for ``*``."""
+    try:
+        unit, spec = (value or "").split(" ", 1)
+        first, total = spec.split("-", 1)[0], spec.rsplit("/", 1)[1]
+        if unit != "bytes":
+            raise ValueError(unit)
+        return int(first), None if total.strip() == "*" else int(total)
+    except (ValueError, IndexError):
+        raise _Interrupted(f"unreadable Content-Range {value!r}") from None
+
+
+def _reject(part: Path, entry: WeightFile, reason: str) -> VerificationError:
+    """Delete the temporary file: a rejected download leaves nothing behind."""
+    part.unlink(missing_ok=True)
+    return VerificationError(f"{entry.name}: downloaded file rejected and deleted ({reason})")
+
+
+def _stream(
+    resp: http.client.HTTPResponse,
+    part: Path,
+    start: int,
+    entry: WeightFile,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Append (206) or write (200) the body to ``part``; a short body raises _Interrupted."""
+    length = resp.headers.get("Content-Length")
+    if resp.status == 206:
+        first, total = _content_range(resp.headers.get("Content-Range"))
+        if first != start:
+            part.unlink(missing_ok=True)
+            raise _Interrupted(f"server resumed at byte {first}, not {start}; starting again")
+    else:
+        start = 0
+        total = int(length) if length and length.isdigit() else None
+    if entry.size is not None and total is not None and total != entry.size:
+        raise _reject(part, entry, f"the server offers {total} bytes, the manifest says {entry.size}")
+    done = start
+    try:
+        with open(part, "ab" if start else "wb") as fh:
+            if on_progress:
+                on_progress(done, total)
+            while True:
+                chunk = resp.read(CHUNK)
+                if not chunk:
+                    break
+                fh.write(chunk)
+                done += len(chunk)
+                if on_progress:
+                    on_progress(done, total)
+                if entry.size is not None and done > entry.size:
+                    raise VerificationError(f"more than the expected {entry.size} bytes")
+    except VerificationError as exc:
+        raise _reject(part, entry, str(exc)) from None
+    except (http.client.HTTPException, OSError) as exc:
+        raise _Interrupted(f"{exc.__class__.__name__}: {exc}") from None
+    if total is not None and done < total:
+        raise _Interrupted(f"connection closed after {done} of {total} bytes")
+
+
+def _fetch(url: str, part: Path, entry: WeightFile, on_progress: ProgressCallback | None, timeout: float,
+           drive: bool) -> None:
+    """One attempt: request (with Range when a .part exists), follow Drive's page, stream the body."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    data: bytes | None = None
+    for _hop in range(4):
+        start = part.stat().st_size if part.is_file() else 0
+        headers = {"User-Agent": USER_AGENT}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        request = urllib.request.Request(url, data=data, headers=headers)
+        try:
+            resp = opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and start:  # the .part is already whole (or longer than the file)
+                if entry.size is None or start == entry.size:
+                    return
+                part.unlink(missing_ok=True)
+                raise _Interrupted("stale partial file discarded") from None
+            raise DownloadError(f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise NetworkError(str(getattr(exc.reason, "strerror", None) or exc.reason)) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise _Interrupted(f"{exc.__class__.__name__}: {exc}") from None
+        with resp:
+            if drive and resp.headers.get_content_type() == "text/html":
+                page = resp.read(MAX_PAGE).decode("utf-8", "replace")
+                url, data = drive_confirm_request(page, resp.geturl(), list(jar))
+                continue
+            _stream(resp, part, start, entry, on_progress)
+            return
+    raise DownloadError(f"{url}: Google Drive kept answering with web pages instead of the file")
+
+
+def download(
+    entry: WeightFile,
+    weights_dir: Path,
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    on_progress: ProgressCallback | None = None,
+    drive_base: str = DRIVE_BASE,
+    timeout: float = 30.0,
+    retries: int = 2,
+) -> Path:
+    """Fetch one file into ``weights_dir`` and return its final path.
+
+    Bytes go to ``<path>.part``; an interrupted transfer keeps it and the next attempt (in this call,
+    up to ``retries`` more times, or the next call) resumes with an HTTP Range request. Only a file
+    that passes the size, SHA-256 and structure checks is renamed into place; a rejected one is
+    deleted. ``mirror`` None reads ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so
+    tests can stand in for Google Drive.
+    """
+    dest = Path(weights_dir) / entry.path
+    if dest.is_file() and not force:
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    if force:
+        part.unlink(missing_ok=True)
+    mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
+    url = source_url(entry, mirror, drive_base)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    attempt = 0
+    while True:
+        try:
+            _fetch(url, part, entry, on_progress, timeout, drive=bool(entry.gdrive_id and not mirror))
+            break
+        except NetworkError as exc:
+            raise NetworkError(
+                f"no network: cannot reach {url} ({exc}); download {entry.manual_url} by hand and save it "
+                f"as {dest}"
+            ) from None
+        except _Interrupted as exc:
+            if attempt >= retries:
+                raise DownloadError(
+                    f"{entry.name}: download interrupted ({exc}); the partial file {part} is kept, "
+                    f"run the same command again to resume"
+                ) from None
+            attempt += 1
+    try:
+        verify_file(part, entry)
+    except WeightsError as exc:
+        raise _reject(part, entry, str(exc)) from None
+    os.replace(part, dest)
+    return dest
+
+
+def missing_names(weights_dir: Path | None = None) -> list[str]:
+    """Manifest files absent from the weights folder (what ``hfgi weights download`` fetches by default)."""
+    folder = resolve_weights_dir(weights_dir)
+    return [e.name for e in load_manifest().files if not (folder / e.path).is_file()]
