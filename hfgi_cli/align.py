@@ -22,6 +22,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,11 +312,15 @@ def align_faces(
         for _, lm in by_size[max_faces:]:
             skipped.append(SkippedFace(lm, f"beyond --max-faces {max_faces}"))
         usable = sorted(by_size[:max_faces], key=lambda item: item[0])
-    faces = []
-    for _, lm in usable:
-        face = align_face(image, lm, size)
+    rgb = image.convert("RGB")
+    workers = min(len(usable), os.cpu_count() or 1)
+    if workers > 1:  # PIL's transform/resize release the GIL: faces align in parallel
+        with ThreadPoolExecutor(workers) as pool:
+            faces = list(pool.map(lambda item: align_face(rgb, item[1], size), usable))
+    else:
+        faces = [align_face(rgb, lm, size) for _, lm in usable]
+    for face in faces:
         face.source = source
-        faces.append(face)
     return faces, skipped
 
 
