@@ -38,10 +38,11 @@ DETECT_MAX_SIDE = 1024
 DETECT_MIN_SCORE = 0.5
 """dlib HOG score below which a detection is dropped; real faces score > 1 in our samples while
 weak hits (the mission patch in the astronaut photo, at 0.12) are rejected."""
-MIN_QSIZE = 96.0
+MIN_QSIZE = 80.0
 """Faces whose FFHQ square is smaller than this many photo pixels are skipped: the crop would be a
->2.5x (256 px) or >10x (1024 px) up-scale, and HFGI would invent rather than edit the face. For a
-frontal face this is an eye-to-mouth distance of about 24 px."""
+>3x (256 px) or >12x (1024 px) up-scale, and HFGI would invent rather than edit the face. The
+square is 3.6x the eye-to-mouth distance for most faces, so this is an eye-to-mouth distance of
+about 22 px."""
 JSON_VERSION = 1
 
 Landmarks = np.ndarray

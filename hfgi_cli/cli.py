@@ -26,8 +26,9 @@ def main() -> None:
         "Find every face and write FFHQ-aligned crops as OUT/<stem>_<k>.png, each with a "
         "<stem>_<k>.json sidecar.\n\n"
         "k counts the faces of one photo from 0, left to right, even when there is only one face. "
-        "Faces smaller than a 96 px square are skipped with a note. A photo without a usable face is "
-        "reported on stderr (\"no face found in X\"); the run goes on and exits with status 1."
+        "Faces smaller than an 80 px square (eyes to mouth under ~22 px) are skipped with a note. "
+        "A photo without a usable face is reported on stderr (\"no face found in X\"); "
+        "the run goes on and exits with status 1."
     ),
     epilog=(
         "Example:  hfgi align photos/ group.jpg -o aligned/ --size 256\n\n"
