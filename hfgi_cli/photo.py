@@ -76,8 +76,10 @@ def open_photo(path: str | os.PathLike[str]) -> Photo:
     alpha = None
     if "A" in upright.getbands() or (upright.mode == "P" and "transparency" in upright.info):
         alpha = upright.convert("RGBA").getchannel("A")
+    image = upright.convert("RGB")
+    image.info.pop("transparency", None)  # the alpha channel is kept aside instead
     return Photo(
-        image=upright.convert("RGB"),
+        image=image,
         mode=mode,
         format=fmt,
         orientation=orientation,
@@ -111,13 +113,16 @@ def restore(photo: Photo, rgb: Image.Image) -> Image.Image:
     if rgb.size != photo.image.size:
         raise ValueError(f"result is {rgb.size}, photo is {photo.image.size}")
     out = rgb.convert("RGB")
+    out.info = {}  # stale hints (e.g. an RGB "transparency" colour) would confuse the encoder
     if photo.alpha is not None:
         out.putalpha(photo.alpha)  # the alpha channel is the input's, bit for bit
     if photo.orientation != 1:
         out = out.transpose(_UNDO_ORIENTATION[photo.orientation])
     if out.mode != photo.mode:
-        if photo.mode == "P":
-            out = out.convert("P", palette=Image.Palette.ADAPTIVE)
+        if photo.mode == "P":  # a new palette; octree quantisation keeps transparency
+            out = out.quantize(256, Image.Quantize.FASTOCTREE) if out.mode == "RGBA" else out.convert(
+                "P", palette=Image.Palette.ADAPTIVE
+            )
         else:
             try:
                 out = out.convert(photo.mode)
