@@ -61,7 +61,13 @@ WeightsDirOpt = typer.Option(
 BatchOpt = typer.Option(4, "--batch-size", "-b", min=1, help="Faces per model batch.")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact) | fp16 | bf16 (autocast; fp16 needs a GPU).")
-AlignedOpt = typer.Option(True, "--aligned/--detect", help="Inputs are FFHQ-aligned face crops, used as they are.")
+AlignedOpt = typer.Option(
+    False, "--aligned/--detect",
+    help="--aligned: inputs are FFHQ-aligned face crops, used as they are (crop in, crop out). "
+    "Default: find every face, align it, edit it and paste it back into the photo.",
+)
+SaveCropsOpt = typer.Option(False, "--save-crops", help="Also write each face's edited aligned crop (PNG).")
+MaxFacesOpt = typer.Option(None, "--max-faces", min=1, help="At most N faces per photo (the largest).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Redo inputs whose outputs already exist.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
@@ -89,30 +95,26 @@ def _progress(quiet: bool) -> Progress:
 def _run(
     description: str,
     inputs: list[str],
-    out: Path,
+    options: RunOptions,
     checkpoint: Optional[Path],
     weights_dir: Optional[Path],
     directions: Optional[Path],
-    edits: list[EditSpec],
-    batch_size: int,
     device: str,
-    precision: str,
-    aligned: bool,
-    overwrite: bool,
     quiet: bool,
     as_json: bool,
 ) -> NoReturn:
-    if precision not in ("fp32", "fp16", "bf16"):
-        fail(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    """Load the model, check every edit up front, then stream the inputs through the pipeline."""
+    if options.precision not in ("fp32", "fp16", "bf16"):
+        fail(f"--precision must be fp32, fp16 or bf16, not {options.precision!r}")
     items, problems = hio.collect_inputs(inputs, sys.stdin)
     try:
         model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
         editor = None
-        if edits:
-            from_folder = [spec.attr for spec in edits if not spec.direction_file]
+        if options.edits:
+            from_folder = [spec.attr for spec in options.edits if not spec.direction_file]
             folder = w.resolve_directions_dir(directions, weights_dir, from_folder) if from_folder else None
             editor = Editor(folder, model.n_latent, model.config.style_dim)
-            for spec in edits:
+            for spec in options.edits:
                 editor.check(spec)
     except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
         fail(str(exc))
@@ -121,7 +123,6 @@ def _run(
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
-    options = RunOptions(out, edits, batch_size=batch_size, aligned=aligned, overwrite=overwrite, precision=precision)
     pipeline = Pipeline(model, editor, options)
     jobs = [Job(item) for item in items]
     lock = threading.Lock()
@@ -130,6 +131,8 @@ def _run(
 
         def on_done(job: Job) -> None:
             with lock:
+                for note in job.notes:
+                    progress.console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
                 if job.status == "error":
                     progress.console.print(f"[red]error:[/] {job.error}", highlight=False, soft_wrap=True)
                 if as_json:
@@ -167,7 +170,7 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
 
 # ----------------------------------------------------------------------------- commands
 @app.command(
-    epilog="Example: hfgi invert ./faces -o out --checkpoint weights/hfgi_ffhq.pt --aligned",
+    epilog="Example: hfgi invert photos/ -o out   |   hfgi invert crops/ -o out --aligned --batch-size 8",
 )
 def invert(
     inputs: list[str] = InputsArg,
@@ -178,13 +181,21 @@ def invert(
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     aligned: bool = AlignedOpt,
+    save_crops: bool = SaveCropsOpt,
+    max_faces: Optional[int] = MaxFacesOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Reconstruct faces with HFGI; writes OUT/<name>.png and its latent OUT/<name>.pt."""
-    _run("invert", inputs, out, checkpoint, weights_dir, None, [], batch_size, device, precision, aligned,
-         overwrite, quiet, as_json)
+    """Reconstruct faces with HFGI.
+
+    Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt
+    (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
+    resolution reconstruction of the crop) and OUT/<name>.pt.
+    """
+    options = RunOptions(out, [], batch_size=batch_size, aligned=aligned, overwrite=overwrite,
+                         precision=precision, save_crops=save_crops, max_faces=max_faces)
+    _run("invert", inputs, options, checkpoint, weights_dir, None, device, quiet, as_json)
 
 
 def _list_attrs_callback(value: bool) -> None:
@@ -200,7 +211,7 @@ def _list_attrs_callback(value: bool) -> None:
 
 
 @app.command(
-    epilog="Example: hfgi edit ./faces --attr smile --strength 2 --attr age --strength -3 -o out --aligned",
+    epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out",
 )
 def edit(
     inputs: list[str] = InputsArg,
@@ -221,6 +232,8 @@ def edit(
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     aligned: bool = AlignedOpt,
+    save_crops: bool = SaveCropsOpt,
+    max_faces: Optional[int] = MaxFacesOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -228,10 +241,15 @@ def edit(
         False, "--list-attrs", is_eager=True, callback=_list_attrs_callback, help="List the attributes and exit."
     ),
 ) -> None:
-    """Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image."""
+    """Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image.
+
+    Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
+    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
+    """
     specs = _edit_specs(attr, strength, direction)
-    _run("edit", inputs, out, checkpoint, weights_dir, directions, specs, batch_size, device, precision, aligned,
-         overwrite, quiet, as_json)
+    options = RunOptions(out, specs, batch_size=batch_size, aligned=aligned, overwrite=overwrite,
+                         precision=precision, save_crops=save_crops, max_faces=max_faces)
+    _run("edit", inputs, options, checkpoint, weights_dir, directions, device, quiet, as_json)
 
 
 def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]) -> list[EditSpec]:

@@ -105,7 +105,7 @@ def collect_inputs(
     return items, problems
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb8(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (16-bit scaled down, alpha composited on white, CMYK converted)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -124,17 +124,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def read_image(path: Path) -> Image.Image:
-    """Decode an image as upright 8-bit RGB, or raise InputError naming the cause."""
+@contextlib.contextmanager
+def decode_errors(path: Path) -> Iterator[None]:
+    """Turn whatever a decoder raises on a bad file into one InputError naming the file and cause."""
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+            yield
     except InputError:
         raise
     except PermissionError:
@@ -147,8 +145,19 @@ def read_image(path: Path) -> Image.Image:
         raise InputError(f"{path}: unreadable image ({str(exc).splitlines()[0][:100]})") from None
     except Exception as exc:  # decoders raise many types on corrupt data
         raise InputError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc)[:80]})") from None
-    if min(rgb.size) < 8:
-        raise InputError(f"{path}: image too small ({rgb.size[0]}x{rgb.size[1]} pixels)")
+
+
+def check_size(path: Path, img: Image.Image) -> None:
+    if min(img.size) < 8:
+        raise InputError(f"{path}: image too small ({img.size[0]}x{img.size[1]} pixels)")
+
+
+def read_image(path: Path) -> Image.Image:
+    """Decode an image as upright 8-bit RGB, or raise InputError naming the cause."""
+    with decode_errors(path), Image.open(path) as img:
+        img.load()
+        rgb = to_rgb8(ImageOps.exif_transpose(img))
+    check_size(path, rgb)
     return rgb
 
 

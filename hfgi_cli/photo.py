@@ -9,13 +9,14 @@ it, so the written file has the input's stored size, mode, orientation tag and f
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps, JpegImagePlugin
+
+from .io import atomic_path, to_rgb8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 JPEG_QUALITY = 95
@@ -76,7 +77,9 @@ def open_photo(path: str | os.PathLike[str]) -> Photo:
     alpha = None
     if "A" in upright.getbands() or (upright.mode == "P" and "transparency" in upright.info):
         alpha = upright.convert("RGBA").getchannel("A")
-    image = upright.convert("RGB")
+    # 16-bit and float pixels are scaled to 8 bits (a plain convert would clip them to white)
+    high_depth = upright.mode in ("I", "F") or upright.mode.startswith("I;16")
+    image = to_rgb8(upright) if high_depth else upright.convert("RGB")
     image.info.pop("transparency", None)  # the alpha channel is kept aside instead
     return Photo(
         image=image,
@@ -145,14 +148,7 @@ def save_photo(photo: Photo, rgb: Image.Image, path: str | os.PathLike[str], fmt
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it into place.
 
-    Readers never see a half-written file and an interrupted run leaves the old file intact;
-    the temporary name lives in the same folder so that ``os.replace`` is an atomic rename.
+    Readers never see a half-written file and an interrupted run leaves the old file intact.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(Path(path)) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

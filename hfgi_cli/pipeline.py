@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from . import io as hio
+from .align import align_faces, detect_faces, paste_back
 from .edits import Editor, EditSpec
 from .models.hfgi import HFGI
+from .photo import Photo, open_photo, save_photo
 
 _DONE = object()
+FFHQ_SIZE = 1024  # faces are aligned as FFHQ was made, then resized to the encoder's 256 px
 
 
 @dataclass
@@ -50,7 +52,8 @@ class Job:
 
     item: hio.InputItem
     faces: list[Face] = field(default_factory=list)
-    photo: Image.Image | None = None  # the original, for paste-back
+    photo: Photo | None = None  # the original, for paste-back (detection mode)
+    notes: list[str] = field(default_factory=list)  # non-fatal remarks (skipped tiny faces)
     source_meta: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     status: str = "pending"  # pending | ok | skipped | error
@@ -81,6 +84,7 @@ class RunOptions:
     save_crops: bool = False
     precision: str = "fp32"
     prefetch: int = 8
+    max_faces: int | None = None
 
 
 @dataclass
@@ -143,15 +147,25 @@ class Pipeline:
     def labels(self) -> list[str | None]:
         return [spec.label for spec in self.opts.edits] or [None]
 
-    def planned_outputs(self, job: Job) -> list[Path]:
-        return [self.opts.out_dir / output_name(job, label) for label in self.labels()]
+    def _detects(self, job: Job) -> bool:
+        """Photos go through detection and paste-back; crops (--aligned) and latents do not."""
+        return not self.opts.aligned and not job.item.is_latent
+
+    def planned_outputs(self, job: Job) -> list[tuple[Path, Path]]:
+        """(image, first latent) per edit label."""
+        planned = []
+        for label in self.labels():
+            if self._detects(job):
+                image = self.opts.out_dir / output_name(job, label, suffix=job.item.path.suffix.lower())
+                planned.append((image, image.with_name(f"{image.stem}_0.pt")))
+            else:
+                image = self.opts.out_dir / output_name(job, label)
+                planned.append((image, image.with_suffix(".pt")))
+        return planned
 
     def is_done(self, job: Job) -> bool:
-        """Every image output exists and every latent beside it loads: safe to skip on a re-run."""
-        for img_path in self.planned_outputs(job):
-            if not img_path.is_file() or not hio.is_complete_latent(img_path.with_suffix(".pt")):
-                return False
-        return True
+        """Every image output exists and its latent loads: safe to skip on a re-run."""
+        return all(img.is_file() and hio.is_complete_latent(pt) for img, pt in self.planned_outputs(job))
 
     # ------------------------------------------------------------------ stage 1: read
     def prepare(self, job: Job) -> None:
@@ -162,10 +176,23 @@ class Pipeline:
             job.source_meta = {"source": data.get("source"), "from_latent": str(item.path)}
             job.faces = [Face(job, 0, latent=data["latent"].float(), distortion=data["distortion"].float())]
             return
-        image = hio.read_image(item.path)
-        job.photo = image
         job.source_meta = {"source": str(item.path)}
-        job.faces = [Face(job, 0, x=hio.image_to_tensor(image))]
+        if not self._detects(job):
+            image = hio.read_image(item.path)
+            job.faces = [Face(job, 0, x=hio.image_to_tensor(image))]
+            return
+        with hio.decode_errors(item.path):
+            photo = open_photo(item.path)
+        hio.check_size(item.path, photo.image)
+        found = detect_faces(photo.image)
+        aligned, skipped = align_faces(photo.image, found, FFHQ_SIZE, max_faces=self.opts.max_faces,
+                                       source=str(item.path))
+        job.notes += [f"{item.path}: skipped a face: {s.reason}" for s in skipped]
+        if not aligned:
+            raise hio.InputError(f"no face found in {item.path}" if not found else
+                                 f"no face large enough in {item.path}")
+        job.photo = photo
+        job.faces = [Face(job, k, x=hio.image_to_tensor(face.image), alignment=face) for k, face in enumerate(aligned)]
 
     def _reader(self, jobs: list[Job], out_q: queue.Queue[Any]) -> None:
         try:
@@ -224,15 +251,28 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stage 3: write
     def write(self, job: Job) -> None:
-        """Save every output of a finished job (image + latent), atomically."""
-        for label in self.labels():
+        """Save every output of a finished job (images + latents), atomically."""
+        for (img_path, _), label in zip(self.planned_outputs(job), self.labels()):
             key = label or ""
-            face = job.faces[0]
-            result = face.results[key]
-            img_path = self.opts.out_dir / output_name(job, label)
-            hio.save_image(hio.tensor_to_image(result["image"]), img_path)
-            hio.save_torch(self.latent_record(job, face, label, result), img_path.with_suffix(".pt"))
-            job.outputs += [str(img_path), str(img_path.with_suffix(".pt"))]
+            if job.photo is None:
+                face = job.faces[0]
+                result = face.results[key]
+                hio.save_image(hio.tensor_to_image(result["image"]), img_path)
+                latent_path = img_path.with_suffix(".pt")
+                hio.save_torch(self.latent_record(job, face, label, result), latent_path)
+                job.outputs += [str(img_path), str(latent_path)]
+                continue
+            crops = [(hio.tensor_to_image(face.results[key]["image"]), face.alignment) for face in job.faces]
+            save_photo(job.photo, paste_back(job.photo.image, crops), img_path)
+            job.outputs.append(str(img_path))
+            for face, (crop, _) in zip(job.faces, crops):
+                latent_path = img_path.with_name(f"{img_path.stem}_{face.index}.pt")
+                hio.save_torch(self.latent_record(job, face, label, face.results[key]), latent_path)
+                job.outputs.append(str(latent_path))
+                if self.opts.save_crops:
+                    crop_path = latent_path.with_suffix(".png")
+                    hio.save_image(crop, crop_path)
+                    job.outputs.append(str(crop_path))
 
     def latent_record(self, job: Job, face: Face, label: str | None, result: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -246,7 +286,8 @@ class Pipeline:
             **job.source_meta,
         }
         if face.alignment is not None:
-            record["alignment"] = face.alignment.to_json() if hasattr(face.alignment, "to_json") else face.alignment
+            record["alignment"] = face.alignment.to_json()
+            record["face"] = face.index
         return record
 
     def _writer(self, in_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> None:
