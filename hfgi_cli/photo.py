@@ -137,7 +137,7 @@ def restore(photo: Photo, rgb: Image.Image) -> Image.Image:
 def save_photo(photo: Photo, rgb: Image.Image, path: str | os.PathLike[str], fmt: str | None = None) -> None:
     """Write an upright RGB result in the input's mode/orientation/format (JPEG quality 95), atomically."""
     path = Path(path)
-    fmt = fmt or photo.format or Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    fmt = fmt or Image.registered_extensions().get(path.suffix.lower()) or photo.format or "PNG"
     params = dict(photo.save_params) if fmt == photo.format else {}
     image = restore(photo, rgb)
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
