@@ -117,6 +117,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def configure_backends(device: torch.device, precision: str) -> None:
+    """cuDNN picks the fastest kernels for our fixed shapes; fp32 means true fp32 (no TF32)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        exact = precision == "fp32"
+        torch.backends.cudnn.allow_tf32 = not exact
+        torch.backends.cuda.matmul.allow_tf32 = not exact
+
+
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """fp32 runs exactly; fp16/bf16 use autocast (GPU), bf16 also on CPU."""
     if precision == "fp32":
@@ -142,6 +151,7 @@ class Pipeline:
         self.opts = options
         self.device = model.device
         self._stop = threading.Event()
+        configure_backends(self.device, options.precision)
 
     # ------------------------------------------------------------------ planning
     def labels(self) -> list[str | None]:

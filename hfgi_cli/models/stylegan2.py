@@ -145,10 +145,16 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        style = self.modulation(style)  # [B, in_ch]
+        weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
+        # styles and demodulation stay in fp32 under autocast: they are tiny and precision-critical
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            style = self.modulation(style.float())  # [B, in_ch]
+            demod = None
+            if self.demodulate:
+                # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
+                demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)  # [B, out]
         if self.grouped:
             return self._forward_grouped(x, style)
-        weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
         x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
         w = weight.to(x.dtype)
         if self.upsample:
@@ -156,16 +162,13 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(out)
         else:
             out = F.conv2d(x, w, padding=self.padding)
-        if self.demodulate:
-            # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
-            w2 = weight.pow(2).sum(dim=(2, 3))  # [out, in]
-            demod = torch.rsqrt(style.pow(2) @ w2.t() + 1e-8)  # [B, out]
+        if demod is not None:
             out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
         return out
 
     def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_ch, height, width = x.shape
-        weight = self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)
+        weight = (self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)).to(x.dtype)
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
             weight = weight * demod.view(batch, self.out_ch, 1, 1, 1)
