@@ -8,6 +8,7 @@ file it finds is complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import sys
@@ -193,15 +194,31 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ writing
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete temporaries of ``final`` left by a killed run (``.NAME.XXXXXXXX.part``, as mkstemp names them)."""
+    prefix = f".{final.name}."
+    with contextlib.suppress(OSError):
+        for p in final.parent.glob(glob.escape(prefix) + "*.part"):
+            if len(p.name) == len(prefix) + 8 + len(".part"):  # exactly mkstemp's 8 random characters
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs get the usual mode
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -173,6 +173,9 @@ class Pipeline:
                 if self._stop.is_set():
                     break
                 if not self.opts.overwrite and self.is_done(job):
+                    for path in self.planned_outputs(job):  # temps of a killed --overwrite run
+                        hio.remove_stale_temps(path)
+                        hio.remove_stale_temps(path.with_suffix(".pt"))
                     job.status = "skipped"
                     out_q.put(job)
                     continue
