@@ -38,7 +38,12 @@ err_console = Console(stderr=True)
 
 # ----------------------------------------------------------------------------- shared options
 InputsArg = typer.Argument(
-    ..., help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin."
+    ...,
+    help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin (one a line). "
+    "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
+    "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
+    "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
+    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png).",
 )
 OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing).")
 CheckpointOpt = typer.Option(
