@@ -138,6 +138,7 @@ class Pipeline:
         self.opts = options
         self.device = model.device
         self._stop = threading.Event()
+        self._callback_error: BaseException | None = None
 
     # ------------------------------------------------------------------ planning
     def labels(self) -> list[str | None]:
@@ -265,7 +266,11 @@ class Pipeline:
             job.faces = []  # release images and codes
             job.photo = None
             job.seconds = time.perf_counter() - job.started
-            on_done(job)
+            try:
+                on_done(job)
+            except Exception as exc:  # keep draining: a dead writer would block the main thread forever
+                self._callback_error = self._callback_error or exc
+                self._stop.set()
 
     # ------------------------------------------------------------------ driver
     def run(self, jobs: list[Job], on_done: Callable[[Job], None]) -> RunSummary:
@@ -294,6 +299,8 @@ class Pipeline:
                 while reader.is_alive():
                     with contextlib.suppress(queue.Empty):
                         read_q.get(timeout=0.1)
+        if self._callback_error is not None:
+            raise self._callback_error
         return RunSummary(jobs, interrupted=interrupted)
 
     def _batches(self, read_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> Iterator[list[Face]]:
