@@ -192,7 +192,8 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except Exception as exc:
-        raise InputError(f"{path}: not a latent file ({str(exc).splitlines()[0][:80]})") from None
+        first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
+        raise InputError(f"{path}: not a latent file ({first[:100]})") from None
     if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")) or not torch.is_tensor(
         data.get("distortion")
     ):
