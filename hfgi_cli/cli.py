@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -49,7 +51,12 @@ err_console = Console(stderr=True)
 
 # ----------------------------------------------------------------------------- shared options
 InputsArg = typer.Argument(
-    ..., help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin."
+    ...,
+    help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin (one a line). "
+    "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
+    "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
+    "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
+    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png).",
 )
 OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing).")
 CheckpointOpt = typer.Option(
@@ -74,8 +81,24 @@ JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdou
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr; the message is plain text (a file named '[x].jpg' is not markup)."""
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _write_stdout(line: str) -> None:
+    """Write one line of --json output; if the reader went away (`| head -1`), drop the rest quietly."""
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the run goes on; its reports (and the exit flush) go nowhere
+        os.close(devnull)
 
 
 def _progress(quiet: bool) -> Progress:
@@ -119,7 +142,11 @@ def _run(
     except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
         fail(str(exc))
     for problem in problems:
-        err_console.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        _print_error(problem)
+        if as_json:
+            report = {"input": getattr(problem, "path", problem), "outputs": [], "faces": 0, "status": "error",
+                      "error": str(problem), "seconds": 0.0}
+            _write_stdout(json.dumps(report) + "\n")
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
@@ -134,10 +161,9 @@ def _run(
                 for note in job.notes:
                     progress.console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
                 if job.status == "error":
-                    progress.console.print(f"[red]error:[/] {job.error}", highlight=False, soft_wrap=True)
+                    _print_error(str(job.error))
                 if as_json:
-                    sys.stdout.write(json.dumps(job.report()) + "\n")
-                    sys.stdout.flush()
+                    _write_stdout(json.dumps(job.report()) + "\n")
                 progress.advance(task)
                 elapsed = progress.tasks[task].elapsed or 0.0
                 done = progress.tasks[task].completed

@@ -8,6 +8,7 @@ file it finds is complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import sys
@@ -33,6 +34,17 @@ class InputError(Exception):
     """An input that cannot be used; the message names the file and the cause."""
 
 
+class InputProblem(str):
+    """A command-line input that gave nothing to process: the message, with the input in ``.path``."""
+
+    path: str
+
+    def __new__(cls, path: Path | str, cause: str) -> InputProblem:
+        problem = super().__new__(cls, f"{path}: {cause}")
+        problem.path = str(path)
+        return problem
+
+
 @dataclass(frozen=True)
 class InputItem:
     """One input file and where its outputs go, relative to the output folder."""
@@ -56,16 +68,22 @@ def collect_inputs(
     """Expand files, folders (their images, sorted, recursively) and ``-`` (paths from stdin).
 
     Returns the items and the problems found (missing paths), so the run can go on without them.
-    Output locations mirror the layout under each folder, so ``a/x.jpg`` and ``b/x.jpg`` never
-    overwrite each other.
+    Output locations (as ``hfgi invert --help`` says): a file given by path -> its name; a file found in a
+    folder -> its path inside that folder, under the folder's own name when several folders are
+    given, so ``a/x.jpg`` and ``b/x.jpg`` never overwrite each other; any remaining clash (``x.jpg``
+    and ``x.png``) -> ``x``, ``x-1``, ``x-2``... in input order.
     """
     raw: list[str] = []
     for arg in inputs:
         if arg == "-":
             stream = stdin if stdin is not None else sys.stdin
-            raw.extend(line.strip() for line in stream if line.strip())
+            for line in stream:
+                exact = line.rstrip("\r\n")  # keep spaces that belong to the name
+                if exact.strip():
+                    raw.append(exact if os.path.lexists(exact) else exact.strip())
         else:
             raw.append(arg)
+    several_folders = len({Path(arg).resolve() for arg in raw if Path(arg).is_dir()}) > 1
     items: list[InputItem] = []
     problems: list[str] = []
     seen: set[Path] = set()
@@ -77,14 +95,10 @@ def collect_inputs(
             return
         seen.add(resolved)
         rel = rel.with_suffix("")
-        if rel in taken:  # same stem twice (x.jpg and x.png, or two folders' x.jpg given as files)
-            parent = path.parent.name or "input"
-            rel = rel.parent / parent / rel.name if rel.parent != Path(".") else Path(parent) / rel.name
-            k = 1
-            base = rel
-            while rel in taken:
-                rel = base.with_name(f"{base.name}-{k}")
-                k += 1
+        base, k = rel, 1
+        while rel in taken:  # same stem twice (x.jpg and x.png, or two folders' x.jpg given as files)
+            rel = base.with_name(f"{base.name}-{k}")
+            k += 1
         taken.add(rel)
         items.append(InputItem(path, rel))
 
@@ -93,15 +107,16 @@ def collect_inputs(
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _is_input_file(p, allow_latents))
             if not found:
-                problems.append(f"{path}: folder holds no images")
+                problems.append(InputProblem(path, "folder holds no images"))
+            top = Path(path.resolve().name or "root") if several_folders else Path()
             for p in found:
-                add(p, p.relative_to(path))
+                add(p, top / p.relative_to(path))
         elif path.is_file():
             add(path, Path(path.name))
         elif path.exists():
-            problems.append(f"{path}: not a regular file")
+            problems.append(InputProblem(path, "not a regular file"))
         else:
-            problems.append(f"{path}: no such file or folder")
+            problems.append(InputProblem(path, "no such file or folder"))
     return items, problems
 
 
@@ -186,7 +201,8 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except Exception as exc:
-        raise InputError(f"{path}: not a latent file ({str(exc).splitlines()[0][:80]})") from None
+        first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
+        raise InputError(f"{path}: not a latent file ({first[:100]})") from None
     if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")) or not torch.is_tensor(
         data.get("distortion")
     ):
@@ -202,15 +218,31 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ writing
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete temporaries of ``final`` left by a killed run (``.NAME.XXXXXXXX.part``, as mkstemp names them)."""
+    prefix = f".{final.name}."
+    with contextlib.suppress(OSError):
+        for p in final.parent.glob(glob.escape(prefix) + "*.part"):
+            if len(p.name) == len(prefix) + 8 + len(".part"):  # exactly mkstemp's 8 random characters
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs get the usual mode
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

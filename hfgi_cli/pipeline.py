@@ -151,6 +151,7 @@ class Pipeline:
         self.opts = options
         self.device = model.device
         self._stop = threading.Event()
+        self._callback_error: BaseException | None = None
         configure_backends(self.device, options.precision)
 
     # ------------------------------------------------------------------ planning
@@ -210,6 +211,9 @@ class Pipeline:
                 if self._stop.is_set():
                     break
                 if not self.opts.overwrite and self.is_done(job):
+                    for image, latent in self.planned_outputs(job):  # temps of a killed --overwrite run
+                        hio.remove_stale_temps(image)
+                        hio.remove_stale_temps(latent)
                     job.status = "skipped"
                     out_q.put(job)
                     continue
@@ -313,7 +317,11 @@ class Pipeline:
             job.faces = []  # release images and codes
             job.photo = None
             job.seconds = time.perf_counter() - job.started
-            on_done(job)
+            try:
+                on_done(job)
+            except Exception as exc:  # keep draining: a dead writer would block the main thread forever
+                self._callback_error = self._callback_error or exc
+                self._stop.set()
 
     # ------------------------------------------------------------------ driver
     def run(self, jobs: list[Job], on_done: Callable[[Job], None]) -> RunSummary:
@@ -342,6 +350,8 @@ class Pipeline:
                 while reader.is_alive():
                     with contextlib.suppress(queue.Empty):
                         read_q.get(timeout=0.1)
+        if self._callback_error is not None:
+            raise self._callback_error
         return RunSummary(jobs, interrupted=interrupted)
 
     def _batches(self, read_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> Iterator[list[Face]]:
