@@ -11,6 +11,14 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& kernel, int64_t
 
 namespace {
 
+// Build messages as one std::string: TORCH_CHECK with several streamed integer or IntArrayRef
+// arguments crashed (SIGSEGV) instead of raising on the GPU machine's torch build.
+std::string sizes_str(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
 void check_input(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.is_cuda(), op, ": ", name, " must be a CUDA tensor (got ", t.device(), ")");
   TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous() first)");
@@ -35,9 +43,10 @@ at::Tensor fused_bias_act(const at::Tensor& x, const at::Tensor& bias, double ne
   check_input(x, op, "x");
   check_input(bias, op, "bias");
   check_pair(x, bias, op, "bias");
-  TORCH_CHECK(x.dim() >= 2, op, ": x must be [N, C, ...], got ", x.dim(), "-D");
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == x.size(1), op, ": bias must be [C] with C = x.size(1) = ",
-              x.size(1), ", got ", bias.sizes());
+  TORCH_CHECK(x.dim() >= 2, std::string(op) + ": x must be [N, C, ...], got " + std::to_string(x.dim()) + "-D");
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == x.size(1),
+              std::string(op) + ": bias must be [C] with C = x.size(1) = " + std::to_string(x.size(1)) +
+                  ", got " + sizes_str(bias.sizes()));
   const c10::cuda::CUDAGuard guard(x.device());
   return fused_bias_act_cuda(x, bias, negative_slope, scale);
 }
@@ -49,22 +58,23 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x
   check_input(x, op, "x");
   check_input(kernel, op, "kernel");
   check_pair(x, kernel, op, "kernel");
-  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D NCHW, got ", x.dim(), "-D");
-  TORCH_CHECK(kernel.dim() == 2 && kernel.numel() > 0, op, ": kernel must be a non-empty 2-D [kh, kw] tensor, got ",
-              kernel.sizes());
-  TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1, op,
-              ": up/down factors must be >= 1, got up=(", up_x, ", ", up_y, ") down=(", down_x, ", ", down_y, ")");
+  TORCH_CHECK(x.dim() == 4, std::string(op) + ": x must be 4-D NCHW, got " + std::to_string(x.dim()) + "-D");
+  TORCH_CHECK(kernel.dim() == 2 && kernel.numel() > 0,
+              std::string(op) + ": kernel must be a non-empty 2-D [kh, kw] tensor, got " + sizes_str(kernel.sizes()));
+  TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1,
+              std::string(op) + ": up/down factors must be >= 1");
   const int64_t in_h = x.size(2), in_w = x.size(3);
   const int64_t kh = kernel.size(0), kw = kernel.size(1);
   const int64_t out_h = (in_h * up_y + pad_y0 + pad_y1 - kh) / down_y + 1;
   const int64_t out_w = (in_w * up_x + pad_x0 + pad_x1 - kw) / down_x + 1;
-  TORCH_CHECK(in_h * up_y + pad_y0 + pad_y1 >= kh && in_w * up_x + pad_x0 + pad_x1 >= kw, op,
-              ": padded/upsampled input (", in_h * up_y + pad_y0 + pad_y1, " x ", in_w * up_x + pad_x0 + pad_x1,
-              ") is smaller than the kernel (", kh, " x ", kw, ")");
+  TORCH_CHECK(in_h * up_y + pad_y0 + pad_y1 >= kh && in_w * up_x + pad_x0 + pad_x1 >= kw,
+              std::string(op) + ": padded/upsampled input (" + std::to_string(in_h * up_y + pad_y0 + pad_y1) + " x " +
+                  std::to_string(in_w * up_x + pad_x0 + pad_x1) + ") is smaller than the kernel (" +
+                  std::to_string(kh) + " x " + std::to_string(kw) + ")");
   // Kernels use 32-bit maths for coordinates within a plane and for the plane count.
   TORCH_CHECK(x.size(0) * x.size(1) <= kMaxInt && in_h * in_w <= kMaxInt && out_h * out_w <= kMaxInt &&
                   in_h * up_y + std::abs(pad_y0) + kh <= kMaxInt && in_w * up_x + std::abs(pad_x0) + kw <= kMaxInt,
-              op, ": tensor too large for this kernel");
+              std::string(op) + ": tensor too large for this kernel");
   const c10::cuda::CUDAGuard guard(x.device());
   return upfirdn2d_cuda(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, out_h, out_w);
 }
