@@ -81,13 +81,24 @@ def config_from_checkpoint(ckpt: dict[str, Any]) -> ModelConfig:
     return ModelConfig(size=size, domain=domain, style_count=style_count, **arch)
 
 
+def _load_plain_tensors(path: Path) -> Any:
+    """torch.load, memory-mapped when the file allows it: tensors come from the page cache on demand
+    instead of being copied (1.2 GB for the published model)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)  # legacy format: read it whole
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file into CPU memory, with errors a user can act on."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = _load_plain_tensors(path)
     except pickle.UnpicklingError:
         # Checkpoints written by older training code may pickle plain Python objects in opts.
         warnings.warn(f"{path}: not a plain-tensor checkpoint; loading it with full unpickling", stacklevel=2)
@@ -130,15 +141,20 @@ class HFGI(nn.Module):
         ckpt = read_checkpoint(path)
         try:
             config = config_from_checkpoint(ckpt)
-            model = cls(config)
+            with torch.device("meta"):  # no random init: every tensor comes from the file
+                model = cls(config)
         except (TypeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: unsupported architecture options ({exc})") from None
-        model.load_published_state(ckpt, str(path))
+        model.load_published_state(ckpt, str(path), assign=True)
         model.source = Path(path).name
         return model.to(device).eval()
 
-    def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint") -> None:
-        """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``."""
+    def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint", assign: bool = False) -> None:
+        """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``.
+
+        ``assign`` adopts the checkpoint's tensors instead of copying them (for a model built on the
+        meta device from a memory-mapped file: loading then costs no extra copy).
+        """
         state = ckpt["state_dict"]
         expected = {k for k in self.state_dict() if k != "latent_avg"}
         present = set(state)
@@ -159,8 +175,12 @@ class HFGI(nn.Module):
         for prefix in ("encoder", "decoder", "residue", "grid_align"):
             module: nn.Module = getattr(self, prefix)
             sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-            module.load_state_dict(sub, strict=True)
-        self.latent_avg.copy_(self._latent_avg_rows(ckpt["latent_avg"], origin))
+            module.load_state_dict(sub, strict=True, assign=assign)
+        rows = self._latent_avg_rows(ckpt["latent_avg"], origin)
+        if assign:
+            self.latent_avg = rows.clone()
+        else:
+            self.latent_avg.copy_(rows)
 
     def _latent_avg_rows(self, latent_avg: torch.Tensor, origin: str) -> torch.Tensor:
         """The published file stores [18, 512]; older ones [512] or [1, 512]; all broadcast."""
