@@ -258,13 +258,17 @@ class _NpyRows:
     """Read single rows of a ``.npy`` file without mapping or loading the whole of it."""
 
     def __init__(self, path: Path) -> None:
-        self._f = open(path, "rb")  # noqa: SIM115
         try:
-            version = np.lib.format.read_magic(self._f)
-            shape, fortran, dtype = np.lib.format._read_array_header(self._f, version)
+            self._f = open(path, "rb")  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            raise VideoError(f"{path}: cannot read the distortion maps ({exc.strerror})") from None
+        try:
+            if np.lib.format.read_magic(self._f) != (1, 0):
+                raise ValueError("unsupported .npy version")
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(self._f)
         except ValueError as exc:
             self._f.close()
-            raise VideoError(f"{path}: not a .npy file ({exc})") from None
+            raise VideoError(f"{path}: not a distortion file ({exc})") from None
         self.shape, self.dtype, self.offset = shape, dtype, self._f.tell()
         self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
 
