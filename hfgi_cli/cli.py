@@ -27,7 +27,7 @@ from . import weights as w
 from .api import load_model
 from .edits import EditError, Editor, EditSpec, list_attributes
 from .models.hfgi import CheckpointError
-from .pipeline import Job, Pipeline, RunOptions, RunSummary
+from .pipeline import Job, Pipeline, RunOptions, RunSummary, autocast_context
 
 app = typer.Typer(
     add_completion=False,
@@ -469,8 +469,9 @@ def align_command(
         "the stored codes on the original frames, without detection or the encoder (the source must still "
         "exist; no new .pt is written).\n\n"
         "One face per video is edited: the largest one at the start, then on every frame the face nearest "
-        "to the previous one. Its FFHQ crop square is averaged over --smooth-window frames (centred; never "
-        "across a shot cut, detected as a jump of the square beyond 40 % of its side or 1.3x its size); "
+        "to the previous one. Its FFHQ crop square is smoothed over --smooth-window frames (a centred local "
+        "quadratic fit; never across a shot cut, detected as a jump of the square beyond 40 % of its side or "
+        "1.3x its size); "
         "frames where detection fails take the square from their neighbours (up to 10 frames), others stay "
         "unedited. Memory does not grow with the clip's length. Exit status: 0 ok, 1 the input could not "
         "be read or has no face, 2 usage error, 130 Ctrl-C (no output is left behind)."
@@ -497,7 +498,7 @@ def video_command(
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     smooth_window: int = typer.Option(
-        9, "--smooth-window", min=1, help="Frames averaged (centred) for the crop square; 1: no smoothing."
+        9, "--smooth-window", min=1, help="Frames (centred) the crop square is smoothed over; 1: no smoothing."
     ),
     latent_smooth: float = typer.Option(
         0.0, "--latent-smooth", min=0.0, max=0.95,
@@ -533,6 +534,7 @@ def video_command(
         folder = w.resolve_directions_dir(directions, weights_dir, [attr])
         editor = Editor(folder, model.n_latent, model.config.style_dim)
         editor.check(EditSpec(attr, 0.0))
+        autocast_context(model.device, precision)  # fp16 on a CPU: refused here, before any file is made
     except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
         fail(str(exc))
     from_latents = input.is_file() and input.suffix.lower() == ".pt"

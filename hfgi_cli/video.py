@@ -180,7 +180,14 @@ def iter_frames(src: VideoSource) -> Iterator[np.ndarray]:
     try:
         meta = next(reader)
         fw, fh = (int(v) for v in meta["size"])
-        for buf in reader:
+        while True:
+            try:
+                buf = next(reader)
+            except StopIteration:
+                return
+            except (RuntimeError, OSError) as exc:  # a truncated or corrupt stream
+                first = (str(exc).strip().splitlines() or ["ffmpeg failed"])[0][:120]
+                raise VideoError(f"{src.path}: cannot decode ({first})") from None
             yield np.frombuffer(buf, np.uint8).reshape(fh, fw, 3)
     finally:
         reader.close()

@@ -197,6 +197,18 @@ def test_gaps_are_filled_from_neighbours() -> None:
     assert [t[2] for t in out] == [0] * 7 + [1] * 4
 
 
+def test_latent_ema_and_strength_ramp() -> None:
+    editing = hv._Editing(None, None, hv.VideoOptions("smile", latent_smooth=0.5, ramp=(-2.0, 2.0)), 5)  # type: ignore[arg-type]
+
+    def frame(i: int, shot: int, value: float) -> hv._Frame:
+        return hv._Frame(i, np.zeros((1, 1, 3), np.uint8), (i, None, shot, True), latent=torch.full((2, 3), value))
+
+    assert [float(editing.smoothed(frame(i, s, v))[0, 0]) for i, s, v in ((0, 0, 0.0), (1, 0, 2.0), (2, 0, 2.0),
+                                                                         (3, 1, 8.0), (5, 1, 4.0))] == [
+        0.0, 1.0, 1.5, 8.0, 4.0]  # restarts at a new shot and after a frame without a face
+    assert [editing.strength(i) for i in range(5)] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+
+
 # ------------------------------------------------------------------------------------ other inputs
 def test_gif_and_folder_of_frames(photo, model: HFGI, small_directions: Path, tmp_path: Path) -> None:
     img, quad, anchor = photo
@@ -210,7 +222,8 @@ def test_gif_and_folder_of_frames(photo, model: HFGI, small_directions: Path, tm
     for k, f in enumerate(pil[:4]):
         f.save(folder / f"{k:04d}.png")
     for src, fps, n in ((gif, 10.0, 5), (folder, 12.0, 4)):
-        opts = hv.VideoOptions("age", 0.0, ramp=(-2.0, 2.0), batch_size=8, fps=None if src == gif else fps)
+        opts = hv.VideoOptions("age", 0.0, ramp=(-2.0, 2.0), batch_size=8, fps=None if src == gif else fps,
+                               latent_smooth=0.5)
         out = tmp_path / f"{src.stem}.mp4"
         result = hv.edit_video(model, editor, src, out, opts)
         frames, meta = read_mp4(out)
