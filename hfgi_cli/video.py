@@ -630,6 +630,11 @@ class _Output:
         return self.video_tmp, False
 
 
+def _max_pending(opts: VideoOptions) -> int:
+    """Frames held for one model batch at most (a long stretch without a face must not pile up)."""
+    return max(16, 2 * opts.batch_size)
+
+
 def _check_output(output: Path) -> None:
     if output.suffix.lower() != ".mp4":
         raise ValueError(f"-o {output}: the output must be an .mp4 file")
@@ -671,7 +676,7 @@ def edit_video(
 
         def flush(final: bool = False) -> None:
             faces = [f for f in batch if f.face is not None]
-            if not final and len(faces) < opts.batch_size:
+            if not final and len(faces) < opts.batch_size and len(batch) < _max_pending(opts):
                 return
             if faces:
                 x = torch.stack([hio.image_to_tensor(f.face.image, size) for f in faces])  # type: ignore[union-attr]
@@ -795,7 +800,7 @@ def edit_video_from_latents(
         out = _Output(stack, output, src.size, src.fps)
 
         def flush(final: bool = False) -> None:
-            if final or sum(f.face is not None for f in batch) >= opts.batch_size:
+            if final or sum(f.face is not None for f in batch) >= opts.batch_size or len(batch) >= _max_pending(opts):
                 for pixels in editing.render(batch):
                     out.write(pixels)
                 batch.clear()

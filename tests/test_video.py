@@ -231,6 +231,18 @@ def test_gif_and_folder_of_frames(photo, model: HFGI, small_directions: Path, tm
         assert result.faces == n and not result.audio
 
 
+def test_frames_without_a_face_stream_through(model: HFGI, small_directions: Path, tmp_path: Path) -> None:
+    gif = tmp_path / "empty.gif"
+    frames = [Image.new("RGB", (48, 32), (5 * k, 80, 120)) for k in range(40)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40)
+    done: list[int] = []
+    result = hv.edit_video(model, Editor(small_directions, model.n_latent, 64), gif, tmp_path / "empty.mp4",
+                           hv.VideoOptions("smile", 1.0), on_progress=lambda n, total: done.append(n))
+    assert (result.frames, result.faces) == (40, 0)
+    assert max(np.diff([0, *done])) <= 16  # written as they come, not held until a face shows up
+    assert len(read_mp4(tmp_path / "empty.mp4")[0]) == 40
+
+
 def test_odd_size_is_padded_to_even(tmp_path: Path) -> None:
     writer = hv.H264Writer(tmp_path / "odd.mp4", (33, 21), 10.0)
     for k in range(3):
