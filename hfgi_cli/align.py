@@ -205,12 +205,27 @@ def align_face(image: Image.Image, landmarks: Landmarks, size: int = DEFAULT_SIZ
     crop with a 10 % border, reflect-pad with a blurred, median-faded border when the square
     leaves the photo, QUAD transform (BILINEAR) at 4x ``size``, LANCZOS down to ``size``.
     """
+    quad, _ = face_quad(landmarks)
+    return align_quad(image, quad, size, landmarks)
+
+
+def align_quad(
+    image: Image.Image, quad: np.ndarray, size: int = DEFAULT_SIZE, landmarks: Landmarks | None = None
+) -> AlignedFace:
+    """``align_face`` for a given crop square (4, 2) (e.g. one smoothed over video frames).
+
+    ``quad`` is in ``face_quad``'s corner order; ``landmarks`` (for the paste-back mask) default to
+    an empty (0, 2) array.
+    """
     import scipy.ndimage
 
     img = image.convert("RGB")
     source_size = img.size
-    quad, qsize = face_quad(landmarks)
+    quad = np.array(quad, dtype=np.float64).reshape(4, 2)
+    qsize = float(np.hypot(*(quad[3] - quad[0])))
     quad_photo = quad.copy()
+    if landmarks is None:
+        landmarks = np.zeros((0, 2))
     transform_size = 4 * size
 
     # Shrink: an integer LANCZOS reduction first, so the transform never minifies heavily.

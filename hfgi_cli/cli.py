@@ -29,7 +29,7 @@ from . import weights as w
 from .api import load_model
 from .edits import EditError, Editor, EditSpec, list_attributes
 from .models.hfgi import CheckpointError
-from .pipeline import Job, Pipeline, RunOptions, RunSummary
+from .pipeline import Job, Pipeline, RunOptions, RunSummary, autocast_context
 
 app = typer.Typer(
     add_completion=False,
@@ -500,6 +500,125 @@ def align_command(
     if not quiet:
         print(f"wrote {len(report.written)} face(s) from {len(paths)} photo(s) to {out}", file=sys.stderr)
     if report.failed:
+        raise typer.Exit(1)
+
+@app.command(
+    "video",
+    help=(
+        "Edit the face in a clip with temporally smoothed alignment; writes OUTPUT.mp4 (H.264, the input's "
+        "frame rate, size and audio), OUTPUT.pt (per frame W+ before editing, smoothed crop square, face "
+        "found) and OUTPUT.distortion.npy (per frame distortion maps, float16, 384 KB a frame).\n\n"
+        "INPUT is a video file (anything ffmpeg reads), an animated GIF, a folder of frames (sorted by "
+        "name, --fps sets the rate), or an OUTPUT.pt of an earlier run: then the new edit is decoded from "
+        "the stored codes on the original frames, without detection or the encoder (the source must still "
+        "exist; no new .pt is written).\n\n"
+        "One face per video is edited: the largest one at the start, then on every frame the face nearest "
+        "to the previous one. Its FFHQ crop square is smoothed over --smooth-window frames (a centred local "
+        "quadratic fit; never across a shot cut, detected as a jump of the square beyond 40 % of its side or "
+        "1.3x its size); "
+        "frames where detection fails take the square from their neighbours (up to 10 frames), others stay "
+        "unedited. Memory does not grow with the clip's length. Exit status: 0 ok, 1 the input could not "
+        "be read or has no face, 2 usage error, 130 Ctrl-C (no output is left behind)."
+    ),
+    epilog=(
+        "Examples:  hfgi video clip.mp4 --attr smile --strength 2 -o smile.mp4\n\n"
+        "hfgi video smile.pt --attr age --strength-ramp 0:-3 -o younger.mp4   (no re-inversion)"
+    ),
+)
+def video_command(
+    input: Path = typer.Argument(..., help="Video file, GIF, folder of frames, or OUTPUT.pt of an earlier run."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output video (.mp4); OUTPUT.pt is written beside it."),
+    attr: str = typer.Option(..., "--attr", "-a", help="Attribute to edit (see `hfgi edit --list-attrs`)."),
+    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength, the same on every frame."),
+    strength_ramp: Optional[str] = typer.Option(
+        None, "--strength-ramp", metavar="A:B", help="Strength changing linearly from A (first frame) to B (last)."
+    ),
+    checkpoint: Optional[Path] = CheckpointOpt,
+    weights_dir: Optional[Path] = WeightsDirOpt,
+    directions: Optional[Path] = typer.Option(
+        None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
+    ),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per model batch."),
+    device: str = DeviceOpt,
+    precision: str = PrecisionOpt,
+    smooth_window: int = typer.Option(
+        9, "--smooth-window", min=1, help="Frames (centred) the crop square is smoothed over; 1: no smoothing."
+    ),
+    latent_smooth: float = typer.Option(
+        0.0, "--latent-smooth", min=0.0, max=0.95,
+        help="Exponential moving average of W+ over frames: weight of the previous frame (0: off).",
+    ),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of a folder of frames (default 25)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Thin wrapper: the work is ``hfgi_cli.video.edit_video``."""
+    from . import video as hv
+
+    if precision not in ("fp32", "fp16", "bf16"):
+        fail(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    ramp = None
+    if strength_ramp is not None:
+        try:
+            a, b = (float(v) for v in strength_ramp.split(":"))
+        except ValueError:
+            fail(f"--strength-ramp takes A:B (two numbers), not {strength_ramp!r}")
+        if strength is not None:
+            fail("give --strength or --strength-ramp, not both")
+        ramp = (a, b)
+    elif strength is None:
+        fail("give --strength S (or --strength-ramp A:B)")
+    if out.suffix.lower() != ".mp4":
+        fail(f"-o {out}: the output must be an .mp4 file")
+    if not input.exists():
+        fail(f"{input}: no such file or folder", code=1)
+    options = hv.VideoOptions(attr, strength or 0.0, ramp, batch_size=batch_size, precision=precision,
+                              smooth_window=smooth_window, latent_smooth=latent_smooth, fps=fps)
+    try:
+        model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
+        folder = w.resolve_directions_dir(directions, weights_dir, [attr])
+        editor = Editor(folder, model.n_latent, model.config.style_dim)
+        editor.check(EditSpec(attr, 0.0))
+        autocast_context(model.device, precision)  # fp16 on a CPU: refused here, before any file is made
+    except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
+        fail(str(exc))
+    from_latents = input.is_file() and input.suffix.lower() == ".pt"
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, disable=quiet or not err_console.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("video", total=None, rate="")
+
+            def report(done: int, total: Optional[int]) -> None:
+                elapsed = progress.tasks[task].elapsed or 0.0
+                rate = f"{done / elapsed:.1f} frames/s" if elapsed > 0 else ""
+                progress.update(task, completed=done, total=max(total, done) if total else None, rate=rate)
+
+            run = hv.edit_video_from_latents if from_latents else hv.edit_video
+            result = run(model, editor, input, out, options, on_progress=report)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: no output written")
+        raise typer.Exit(130) from None
+    except hv.VideoError as exc:
+        fail(str(exc), code=1)
+    except hio.InputError as exc:
+        fail(str(exc), code=1)
+    except (EditError, ValueError) as exc:
+        fail(str(exc))
+    if not quiet:
+        written = f"{result.output}" + (f" and {result.latents}" if result.latents else "")
+        how = "from stored codes, encoder not run" if result.from_latents else f"{result.shots} shot(s)"
+        err_console.print(
+            f"wrote {written}: {result.frames} frames, face edited in {result.faces} "
+            f"(detected in {result.detected}; {how}), audio {'copied' if result.audio else 'none'}, "
+            f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s",
+            highlight=False, soft_wrap=True,
+        )
+    if result.faces == 0:
+        err_console.print(f"[red]error:[/] no face found in {input}; the video was written unedited",
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
