@@ -12,6 +12,7 @@ Per face the encoder and the first generator pass run once, whatever the number 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import threading
@@ -85,6 +86,7 @@ class RunOptions:
     precision: str = "fp32"
     prefetch: int = 8
     max_faces: int | None = None
+    io_workers: int = 0  # reader and writer threads each; 0: half the CPU cores, 1..8
 
 
 @dataclass
@@ -205,10 +207,13 @@ class Pipeline:
         job.photo = photo
         job.faces = [Face(job, k, x=hio.image_to_tensor(face.image), alignment=face) for k, face in enumerate(aligned)]
 
-    def _reader(self, jobs: list[Job], out_q: queue.Queue[Any]) -> None:
+    def _reader(self, jobs: Iterator[Job], out_q: queue.Queue[Any]) -> None:
+        """Decode (and detect/align) jobs taken from a shared iterator; several readers may run."""
         try:
-            for job in jobs:
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                with self._jobs_lock:
+                    job = next(jobs, None)
+                if job is None:
                     break
                 if not self.opts.overwrite and self.is_done(job):
                     for image, latent in self.planned_outputs(job):  # temps of a killed --overwrite run
@@ -325,13 +330,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ driver
     def run(self, jobs: list[Job], on_done: Callable[[Job], None]) -> RunSummary:
-        """Process every job; ``on_done`` is called once per job (in the writer or main thread)."""
+        """Process every job; ``on_done`` is called once per job (from a writer or the main thread).
+
+        Decoding and PNG/JPEG encoding release the GIL, so a few reader and writer threads keep a
+        GPU fed; on a 2-core CPU one of each overlaps I/O with the model without competing for it.
+        """
+        workers = self.opts.io_workers or max(1, min(8, (os.cpu_count() or 2) // 2))
         read_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.prefetch))
         write_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.batch_size * 2))
-        reader = threading.Thread(target=self._reader, args=(jobs, read_q), daemon=True, name="hfgi-reader")
-        writer = threading.Thread(target=self._writer, args=(write_q, on_done), daemon=True, name="hfgi-writer")
-        reader.start()
-        writer.start()
+        self._jobs_lock = threading.Lock()
+        job_iter = iter(jobs)
+        readers = [threading.Thread(target=self._reader, args=(job_iter, read_q), daemon=True, name=f"hfgi-reader-{i}")
+                   for i in range(workers)]
+        writers = [threading.Thread(target=self._writer, args=(write_q, on_done), daemon=True, name=f"hfgi-writer-{i}")
+                   for i in range(workers)]
+        for thread in readers + writers:
+            thread.start()
+        self._readers_left = workers
         interrupted = False
         with _stop_on_sigint(self._stop):
             try:
@@ -344,10 +359,12 @@ class Pipeline:
                 interrupted = self._stop.is_set()
             finally:
                 self._stop.set()
-                write_q.put(_DONE)
-                writer.join()
-                # drain the reader so it can exit
-                while reader.is_alive():
+                for _ in writers:
+                    write_q.put(_DONE)
+                for thread in writers:
+                    thread.join()
+                # drain the readers so they can exit
+                while any(thread.is_alive() for thread in readers):
                     with contextlib.suppress(queue.Empty):
                         read_q.get(timeout=0.1)
         if self._callback_error is not None:
@@ -359,7 +376,10 @@ class Pipeline:
         while True:
             job = read_q.get()
             if job is _DONE:
-                break
+                self._readers_left -= 1
+                if self._readers_left == 0:
+                    break
+                continue
             if job.status in ("error", "skipped"):
                 job.seconds = time.perf_counter() - job.started
                 on_done(job)

@@ -267,3 +267,43 @@ def test_cuda_ops_reject_bad_inputs():
         cuda_ops.fused_bias_act(x, torch.zeros(3, device="cuda"), 0.2, 1.0)
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         cuda_ops.fused_bias_act(x.cpu(), torch.zeros(2), 0.2, 1.0)
+
+
+def _modulated_tail_unfused(x, demod, noise, bias):
+    out = x if demod is None else x * demod.view(*x.shape[:2], 1, 1).to(x.dtype)
+    out = out if noise is None else out + noise.to(x.dtype)
+    return ops.fused_leaky_relu_reference(out, bias)
+
+
+@pytest.mark.parametrize("with_demod", [True, False])
+@pytest.mark.parametrize("with_noise", [True, False])
+def test_modulated_leaky_relu_cpu_in_place_equals_unfused(with_demod, with_noise):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 6, 7, generator=g)
+    demod = torch.rand(2, 5, generator=g) + 0.5 if with_demod else None
+    noise = torch.randn(1, 1, 6, 7, generator=g) * 0.3 if with_noise else None
+    bias = torch.randn(5, generator=g)
+    want = _modulated_tail_unfused(x, demod, noise, bias)
+    with torch.inference_mode():
+        got = ops.modulated_leaky_relu(x.clone(), demod, noise, bias)
+    assert torch.equal(got, want)  # same operations in the same order, only in place
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 512, 4, 4), (3, 64, 65, 33), (2, 32, 256, 256)])
+def test_cuda_modulated_act_matches_reference(dtype, shape):
+    _loaded_cuda_ops()
+    g = torch.Generator(device="cuda").manual_seed(5)
+    x = torch.randn(shape, device="cuda", generator=g)
+    demod = torch.rand(shape[:2], device="cuda", generator=g) + 0.5
+    noise = torch.randn(1, 1, *shape[2:], device="cuda", generator=g) * 0.3
+    bias = torch.randn(shape[1], device="cuda", generator=g)
+    want = _modulated_tail_unfused(x.double(), demod.double(), noise.double(), bias.double())
+    with torch.inference_mode():
+        got = ops.modulated_leaky_relu(x.to(dtype), demod, noise, bias)
+        got_plain = ops.modulated_leaky_relu(x.to(dtype), None, None, bias)
+    atol, rtol = TOLS[dtype]
+    torch.testing.assert_close(got.double(), want, atol=atol * 4, rtol=rtol)
+    torch.testing.assert_close(got_plain.double(), ops.fused_leaky_relu_reference(x.double(), bias.double()),
+                               atol=atol * 4, rtol=rtol)

@@ -111,6 +111,45 @@ def fused_leaky_relu(
     return fused_leaky_relu_reference(x, bias, negative_slope, scale)
 
 
+def modulated_leaky_relu(
+    x: torch.Tensor,
+    demod: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    bias: torch.Tensor,
+    negative_slope: float = 0.2,
+    gain: float = _SQRT2,
+) -> torch.Tensor:
+    """The tail of a styled conv: leaky_relu(x * demod[n,c] + noise + bias[c]) * gain.
+
+    ``x`` must be a fresh activation the caller no longer needs (a conv output): outside autograd
+    it is updated in place, so the tail costs one pass over memory on CUDA and no new buffers on
+    the CPU. ``noise`` is the already-weighted noise map, [1, 1, H, W] (or per sample [N, 1, H, W]).
+    """
+    n, c = x.shape[:2]
+    optional = [t for t in (demod, noise) if t is not None]
+    shared_noise = noise is None or noise.shape[0] == 1
+    if x.ndim == 4 and x.is_contiguous() and shared_noise and _use_cuda(x, bias, *optional):
+        empty = x.new_empty(0, dtype=torch.float32)
+        return _cuda_ops().modulated_act(
+            x,
+            empty if demod is None else demod.float().contiguous().view(-1),
+            empty if noise is None else noise.float().contiguous().view(-1),
+            bias.to(device=x.device, dtype=x.dtype).contiguous(),
+            float(negative_slope),
+            float(gain),
+        )
+    if torch.is_grad_enabled():
+        out = x if demod is None else x * demod.view(n, c, 1, 1).to(x.dtype)
+        out = out if noise is None else out + noise.to(x.dtype)
+        return fused_leaky_relu_reference(out, bias, negative_slope, gain)
+    if demod is not None:
+        x.mul_(demod.view(n, c, 1, 1).to(x.dtype))
+    if noise is not None:
+        x.add_(noise.to(x.dtype))
+    x.add_(bias.view(1, -1, 1, 1).to(x.dtype))
+    return F.leaky_relu_(x, negative_slope).mul_(gain)
+
+
 # ---------------------------------------------------------------------------------------------
 # upfirdn2d: upsample by zero insertion, pad, FIR filter, downsample
 # ---------------------------------------------------------------------------------------------

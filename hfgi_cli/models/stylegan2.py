@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ops import fused_leaky_relu, upfirdn2d
+from .ops import fused_leaky_relu, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -145,6 +145,14 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        out, demod = self.forward_undemodulated(x, style)
+        if demod is not None:
+            out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
+        return out
+
+    def forward_undemodulated(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution and, separately, the [B, out] demodulation factors still to apply
+        (None when already applied), so the caller can fuse them into the activation."""
         weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
         # styles and demodulation stay in fp32 under autocast: they are tiny and precision-critical
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -154,7 +162,7 @@ class ModulatedConv2d(nn.Module):
                 # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
                 demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)  # [B, out]
         if self.grouped:
-            return self._forward_grouped(x, style)
+            return self._forward_grouped(x, style), None
         x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
         w = weight.to(x.dtype)
         if self.upsample:
@@ -162,9 +170,7 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(out)
         else:
             out = F.conv2d(x, w, padding=self.padding)
-        if demod is not None:
-            out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
-        return out
+        return out, demod
 
     def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_ch, height, width = x.shape
@@ -211,7 +217,11 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        out, demod = self.conv.forward_undemodulated(x, style)
+        if noise is None:
+            noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
+        # demodulation, noise, bias and activation in one fused step (one pass on CUDA)
+        return modulated_leaky_relu(out, demod, self.noise.weight * noise, self.activate.bias)
 
 
 class ToRGB(nn.Module):

@@ -5,6 +5,8 @@
 
 at::Tensor fused_bias_act_cuda(const at::Tensor& x, const at::Tensor& bias, double negative_slope,
                                double scale);
+at::Tensor modulated_act_cuda(at::Tensor& x, const at::Tensor& demod, const at::Tensor& noise,
+                              const at::Tensor& bias, double negative_slope, double gain);
 at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x, int64_t up_y,
                           int64_t down_x, int64_t down_y, int64_t pad_x0, int64_t pad_x1, int64_t pad_y0,
                           int64_t pad_y1, int64_t out_h, int64_t out_w);
@@ -51,6 +53,26 @@ at::Tensor fused_bias_act(const at::Tensor& x, const at::Tensor& bias, double ne
   return fused_bias_act_cuda(x, bias, negative_slope, scale);
 }
 
+at::Tensor modulated_act(at::Tensor x, const at::Tensor& demod, const at::Tensor& noise, const at::Tensor& bias,
+                         double negative_slope, double gain) {
+  constexpr const char* op = "modulated_act";
+  check_input(x, op, "x");
+  check_input(bias, op, "bias");
+  check_pair(x, bias, op, "bias");
+  TORCH_CHECK(x.dim() == 4, std::string(op) + ": x must be 4-D NCHW");
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == x.size(1), std::string(op) + ": bias must be [C]");
+  for (const at::Tensor* t : {&demod, &noise}) {
+    if (t->numel() == 0) continue;
+    TORCH_CHECK(t->is_cuda() && t->device() == x.device() && t->is_contiguous() && t->scalar_type() == at::kFloat,
+                std::string(op) + ": demod and noise must be contiguous float32 tensors on x's device");
+  }
+  TORCH_CHECK(demod.numel() == 0 || demod.numel() == x.size(0) * x.size(1), std::string(op) + ": demod must be [N, C]");
+  TORCH_CHECK(noise.numel() == 0 || noise.numel() == x.size(2) * x.size(3), std::string(op) + ": noise must be [H, W]");
+  TORCH_CHECK(x.numel() <= kMaxInt * 64LL, std::string(op) + ": tensor too large");
+  const c10::cuda::CUDAGuard guard(x.device());
+  return modulated_act_cuda(x, demod, noise, bias, negative_slope, gain);
+}
+
 at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x, int64_t up_y,
                      int64_t down_x, int64_t down_y, int64_t pad_x0, int64_t pad_x1, int64_t pad_y0,
                      int64_t pad_y1) {
@@ -83,6 +105,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hfgi StyleGAN2 CUDA ops: fused bias + leaky ReLU, upfirdn2d";
   m.def("fused_bias_act", &fused_bias_act, "leaky_relu(x + bias[c], negative_slope) * scale",
         py::arg("x"), py::arg("bias"), py::arg("negative_slope"), py::arg("scale"));
+  m.def("modulated_act", &modulated_act, "in place: leaky_relu(x * demod[n,c] + noise[h,w] + bias[c]) * gain",
+        py::arg("x"), py::arg("demod"), py::arg("noise"), py::arg("bias"), py::arg("negative_slope"),
+        py::arg("gain"));
   m.def("upfirdn2d", &upfirdn2d, "upsample (zero insertion), pad, FIR filter (true convolution), downsample",
         py::arg("x"), py::arg("kernel"), py::arg("up_x"), py::arg("up_y"), py::arg("down_x"), py::arg("down_y"),
         py::arg("pad_x0"), py::arg("pad_x1"), py::arg("pad_y0"), py::arg("pad_y1"));
