@@ -172,7 +172,7 @@ def iter_frames(src: VideoSource) -> Iterator[np.ndarray]:
     if src.kind == "gif":
         with Image.open(src.path) as im:
             for frame in ImageSequence.Iterator(im):
-                yield np.asarray(hio._to_rgb(frame.copy()))
+                yield np.asarray(hio.to_rgb8(frame.copy()))
         return
     import imageio_ffmpeg
 
