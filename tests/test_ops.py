@@ -301,8 +301,9 @@ def test_cuda_modulated_act_matches_reference(dtype, shape):
     bias = torch.randn(shape[1], device="cuda", generator=g)
     want = _modulated_tail_unfused(x.double(), demod.double(), noise.double(), bias.double())
     with torch.inference_mode():
-        got = ops.modulated_leaky_relu(x.to(dtype), demod, noise, bias)
-        got_plain = ops.modulated_leaky_relu(x.to(dtype), None, None, bias)
+        # the op works in place: give each call its own copy (x.to(float32) would alias x)
+        got = ops.modulated_leaky_relu(x.to(dtype, copy=True), demod, noise, bias)
+        got_plain = ops.modulated_leaky_relu(x.to(dtype, copy=True), None, None, bias)
     atol, rtol = TOLS[dtype]
     torch.testing.assert_close(got.double(), want, atol=atol * 4, rtol=rtol)
     torch.testing.assert_close(got_plain.double(), ops.fused_leaky_relu_reference(x.double(), bias.double()),
