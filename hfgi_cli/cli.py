@@ -65,7 +65,10 @@ CheckpointOpt = typer.Option(
 WeightsDirOpt = typer.Option(
     None, "--weights-dir", help="Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
 )
-BatchOpt = typer.Option(4, "--batch-size", "-b", min=1, help="Faces per model batch.")
+BatchOpt = typer.Option(
+    None, "--batch-size", "-b", min=1,
+    help="Faces per model batch (default: 8 on a GPU; 1 on a CPU, where batching brings nothing).",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact) | fp16 | bf16 (autocast; fp16 needs a GPU).")
 AlignedOpt = typer.Option(
@@ -132,6 +135,8 @@ def _run(
     items, problems = hio.collect_inputs(inputs, sys.stdin)
     try:
         model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
+        if not options.batch_size:
+            options.batch_size = 1 if model.device.type == "cpu" else 8
         editor = None
         if options.edits:
             from_folder = [spec.attr for spec in options.edits if not spec.direction_file]
@@ -203,7 +208,7 @@ def invert(
     out: Path = OutOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     aligned: bool = AlignedOpt,
@@ -219,7 +224,7 @@ def invert(
     (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
     resolution reconstruction of the crop) and OUT/<name>.pt.
     """
-    options = RunOptions(out, [], batch_size=batch_size, aligned=aligned, overwrite=overwrite,
+    options = RunOptions(out, [], batch_size=batch_size or 0, aligned=aligned, overwrite=overwrite,
                          precision=precision, save_crops=save_crops, max_faces=max_faces)
     _run("invert", inputs, options, checkpoint, weights_dir, None, device, quiet, as_json)
 
@@ -254,7 +259,7 @@ def edit(
     ),
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     aligned: bool = AlignedOpt,
@@ -273,7 +278,7 @@ def edit(
     pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
     """
     specs = _edit_specs(attr, strength, direction)
-    options = RunOptions(out, specs, batch_size=batch_size, aligned=aligned, overwrite=overwrite,
+    options = RunOptions(out, specs, batch_size=batch_size or 0, aligned=aligned, overwrite=overwrite,
                          precision=precision, save_crops=save_crops, max_faces=max_faces)
     _run("edit", inputs, options, checkpoint, weights_dir, directions, device, quiet, as_json)
 

@@ -79,7 +79,7 @@ class Job:
 class RunOptions:
     out_dir: Path
     edits: list[EditSpec]  # empty: plain inversion
-    batch_size: int = 4
+    batch_size: int = 1
     aligned: bool = True
     overwrite: bool = False
     save_crops: bool = False
