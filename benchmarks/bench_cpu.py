@@ -5,11 +5,14 @@
 
 Both sides run as separate processes on the same full-size checkpoint (a seeded random one in the
 published format unless --checkpoint is given) and the same N aligned faces, model loading
-included. The baseline is the published inference written on top of our modules: one image at a
-time, fp32, per-sample grouped convolutions, `torch.load` + `load_state_dict`, and one whole run
-per attribute (the published script edits one attribute per run, re-encoding every image), each
-image saved as a full-resolution PNG. It runs under `torch.no_grad()` throughout, which is
-*faster* than the published loop (that one builds autograd graphs), so the ratios are conservative.
+included. The baseline is the published inference written on top of our modules, in the published form:
+one image at a time, fp32, per-sample grouped convolutions, the published conv -> noise ->
+bias+activation sequence of separate ops, `torch.load` + `load_state_dict`, PyTorch's default
+allocator (no transparent huge pages), and one whole run per attribute (the published script edits
+one attribute per run, re-encoding every image), each image saved as a full-resolution PNG. It runs
+under `torch.no_grad()` throughout, which is *faster* than the published loop (that one builds
+autograd graphs), so the ratios are conservative. `--baseline-optimized` gives the baseline our
+module-level optimisations too (huge pages, fused in-place tail), isolating what the pipeline adds.
 Prints images/s and ratios, the split of hfgi's time by stage, and each process's peak memory.
 """
 
@@ -32,10 +35,11 @@ import sys, time, torch, numpy as np
 from pathlib import Path
 from PIL import Image
 from hfgi_cli.models.hfgi import HFGI, config_from_checkpoint
-from hfgi_cli.models.stylegan2 import ModulatedConv2d
+from hfgi_cli.models.stylegan2 import ModulatedConv2d, StyledConv
 from hfgi_cli.edits import Editor, EditSpec
 ckpt_path, out, directions, attrs, faces = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 ModulatedConv2d.grouped = True  # the published per-sample weights
+StyledConv.fused_tail = False  # the published conv -> noise -> bias+activation, each a new tensor
 device = torch.device(DEVICE)
 for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run per attribute
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -133,7 +137,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--faces", type=int, default=8)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="hfgi's batch (default: its own choice)")
+    ap.add_argument("--baseline-optimized", action="store_true")
     ap.add_argument("--skip-split", action="store_true")
     args = ap.parse_args()
     faces = sorted((SHARED / "data" / "faces").glob("*.jpg"))[: args.faces]
@@ -151,9 +156,13 @@ def main() -> None:
         baseline.write_text(BASELINE.replace("DEVICE", repr(args.device)))
         (tmp / "b").mkdir()
         env = {"PYTHONPATH": str(REPO)}
+        base_env = dict(env) if args.baseline_optimized else {**env, "THP_MEM_ALLOC_ENABLE": "0"}
+        if args.baseline_optimized:
+            baseline.write_text(baseline.read_text().replace("StyledConv.fused_tail = False", "pass"))
         hfgi = [sys.executable, "-m", "hfgi_cli"]
-        common = ["--checkpoint", str(checkpoint), "--aligned", "--quiet", "--device", args.device,
-                  "--batch-size", str(args.batch_size), "--overwrite"]
+        common = ["--checkpoint", str(checkpoint), "--aligned", "--quiet", "--device", args.device, "--overwrite"]
+        if args.batch_size:
+            common += ["--batch-size", str(args.batch_size)]
         n = len(faces)
         rows = []
         for label, base_attrs, ours in [
@@ -167,7 +176,7 @@ def main() -> None:
         ]:
             outputs = n * max(1, len(base_attrs.split(","))) if base_attrs else n
             t_base, m_base = run([sys.executable, str(baseline), str(checkpoint), str(tmp / "b"), str(directions),
-                                  base_attrs, *map(str, faces)], env)
+                                  base_attrs, *map(str, faces)], base_env)
             t_ours, m_ours = run(ours, env)
             rows.append((label, outputs, t_base, m_base, t_ours, m_ours))
             print(f"{label:<20} published loop {outputs / t_base:6.3f} img/s ({t_base:6.1f} s, {m_base:4.1f} GiB) | "

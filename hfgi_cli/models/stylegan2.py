@@ -217,7 +217,11 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch)
 
+    fused_tail = True  # False: the published sequence of separate, out-of-place ops (for baselines)
+
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if not self.fused_tail:
+            return self.activate(self.noise(self.conv(x, style), noise))
         out, demod = self.conv.forward_undemodulated(x, style)
         if noise is None:
             noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
