@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .io import InputError, decode_errors
 from .photo import atomic_write, is_image_file
 
 DEFAULT_SIZE = 1024
@@ -522,17 +523,18 @@ def align_paths(
     for path in inputs:
         path = Path(path)
         try:
-            photo = open_photo(path)
-        except (OSError, ValueError) as exc:
-            note(f"cannot read {path}: {exc}")
+            with decode_errors(path):
+                photo = open_photo(path)
+            landmarks = detect_faces(photo.image)
+            faces, skipped = align_faces(
+                photo.image, landmarks, size, max_faces=max_faces, min_qsize=min_qsize, source=str(path)
+            )
+        except Exception as exc:  # one bad photo must not end the run (decode_errors names the cause)
+            note(str(exc) if isinstance(exc, InputError) else f"cannot read {path}: {exc}")
             report.failed.append(path)
             if on_photo_done:
                 on_photo_done(path)
             continue
-        landmarks = detect_faces(photo.image)
-        faces, skipped = align_faces(
-            photo.image, landmarks, size, max_faces=max_faces, min_qsize=min_qsize, source=str(path)
-        )
         for s in skipped:
             x, y = s.landmarks.mean(axis=0)
             note(f"skipped a face at ({x:.0f}, {y:.0f}) in {path}: {s.reason}")

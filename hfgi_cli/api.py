@@ -2,7 +2,7 @@
 
     from hfgi_cli import load_model
     model = load_model("hfgi_ffhq.pt")
-    result = model.edit_images([Image.open("face.png")], [EditSpec("smile", 2.0)], directions="dirs")
+    results = edit_images(model, [Image.open("face.png")], [EditSpec("smile", 2.0)])
 
 The CLI is built on these same calls.
 """
@@ -18,7 +18,7 @@ from . import io as hio
 from .edits import Editor, EditSpec
 from .models.hfgi import HFGI
 from .pipeline import pick_device
-from .weights import resolve_checkpoint
+from .weights import resolve_checkpoint, resolve_directions_dir
 
 
 def load_model(
@@ -49,8 +49,12 @@ def edit_images(
     edits: list[EditSpec],
     directions: str | Path | None = None,
 ) -> dict[str, list[Image.Image]]:
-    """Aligned face crops -> {edit label: edited images}; one encoding serves every edit."""
-    editor = Editor(directions, model.n_latent, model.config.style_dim)
+    """Aligned face crops -> {edit label: edited images}; one encoding serves every edit.
+
+    ``directions`` defaults to the weights folder (see ``hfgi weights path``).
+    """
+    folder = resolve_directions_dir(Path(directions) if directions else None, needed=[e.attr for e in edits])
+    editor = Editor(folder, model.n_latent, model.config.style_dim, model.config.domain)
     x = torch.stack([hio.image_to_tensor(im.convert("RGB")) for im in images]).to(model.device)
     enc = model.encode(x)
     results: dict[str, list[Image.Image]] = {}

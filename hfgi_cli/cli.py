@@ -27,7 +27,7 @@ from rich.table import Table
 from . import io as hio
 from . import weights as w
 from .api import load_model
-from .edits import EditError, Editor, EditSpec, list_attributes
+from .edits import EditError, Editor, EditSpec, check_attribute, list_attributes
 from .models.hfgi import CheckpointError
 from .pipeline import Job, Pipeline, RunOptions, RunSummary, autocast_context
 
@@ -132,16 +132,23 @@ def _run(
     """Load the model, check every edit up front, then stream the inputs through the pipeline."""
     if options.precision not in ("fp32", "fp16", "bf16"):
         fail(f"--precision must be fp32, fp16 or bf16, not {options.precision!r}")
-    items, problems = hio.collect_inputs(inputs, sys.stdin)
+    labels = [spec.label for spec in options.edits]
+    if len(set(labels)) != len(labels):
+        fail(f"the same edit is asked for twice ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))})")
+    items, problems = hio.collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
     try:
+        for spec in options.edits:
+            if not spec.direction_file:
+                check_attribute(spec.attr)
         model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
+        autocast_context(model.device, options.precision)  # refuses fp16 on a CPU before any work
         if not options.batch_size:
             options.batch_size = 1 if model.device.type == "cpu" else 8
         editor = None
         if options.edits:
             from_folder = [spec.attr for spec in options.edits if not spec.direction_file]
             folder = w.resolve_directions_dir(directions, weights_dir, from_folder) if from_folder else None
-            editor = Editor(folder, model.n_latent, model.config.style_dim)
+            editor = Editor(folder, model.n_latent, model.config.style_dim, model.config.domain)
             for spec in options.edits:
                 editor.check(spec)
     except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:

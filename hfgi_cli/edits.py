@@ -121,11 +121,21 @@ class EditSpec:
         return f"{name}{self.strength:+g}"
 
 
+def check_attribute(name: str) -> None:
+    """Unknown names fail before anything is loaded, with the list of known ones."""
+    if name not in INTERFACEGAN and name not in GANSPACE:
+        known = ", ".join([*INTERFACEGAN, *GANSPACE])
+        raise EditError(f"unknown attribute '{name}' (known: {known})")
+
+
 class Editor:
     """Resolves edit specs against a directions folder and applies them to batches of codes."""
 
-    def __init__(self, directions_dir: str | Path | None, n_latent: int, style_dim: int = 512) -> None:
+    def __init__(
+        self, directions_dir: str | Path | None, n_latent: int, style_dim: int = 512, domain: str = "ffhq"
+    ) -> None:
         self.directions_dir = Path(directions_dir) if directions_dir else None
+        self.pca_file = "cars_pca.pt" if domain == "cars" else "ffhq_pca.pt"
         self.n_latent = n_latent
         self.style_dim = style_dim
         self._cache: dict[str, object] = {}
@@ -150,10 +160,10 @@ class Editor:
                 self._folder_file("interfacegan", INTERFACEGAN[spec.attr]), self.n_latent, self.style_dim
             )
         elif spec.attr in GANSPACE:
-            value = load_ganspace(self._folder_file("ganspace", "ffhq_pca.pt"))
+            value = load_ganspace(self._folder_file("ganspace", self.pca_file))
         else:
-            known = ", ".join([*INTERFACEGAN, *GANSPACE])
-            raise EditError(f"unknown attribute '{spec.attr}' (known: {known})")
+            check_attribute(spec.attr)
+            raise AssertionError("unreachable")
         self._cache[key] = value
         return value
 

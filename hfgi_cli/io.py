@@ -13,7 +13,6 @@ import io
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +56,18 @@ class InputItem:
         return self.path.suffix.lower() in LATENT_EXTS
 
 
-def _is_input_file(path: Path, allow_latents: bool) -> bool:
+def _is_input_file(path: Path) -> bool:
     suffix = path.suffix.lower()
-    return suffix in IMAGE_EXTS or (allow_latents and suffix in LATENT_EXTS)
+    return suffix in IMAGE_EXTS or suffix in LATENT_EXTS
 
 
 def collect_inputs(
-    inputs: list[str], stdin: IO[str] | None = None, allow_latents: bool = True
+    inputs: list[str], stdin: IO[str] | None = None, exclude: Path | None = None
 ) -> tuple[list[InputItem], list[str]]:
     """Expand files, folders (their images, sorted, recursively) and ``-`` (paths from stdin).
+
+    Files under ``exclude`` (the output folder, when it lies inside an input folder) are not
+    inputs: a second run must not pick up the first run's results.
 
     Returns the items and the problems found (missing paths), so the run can go on without them.
     Output locations (as ``hfgi invert --help`` says): a file given by path -> its name; a file found in a
@@ -105,7 +107,11 @@ def collect_inputs(
     for arg in raw:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_input_file(p, allow_latents))
+            skip = exclude.resolve() if exclude is not None and exclude.resolve() != path.resolve() else None
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and _is_input_file(p) and not (skip and p.resolve().is_relative_to(skip))
+            )
             if not found:
                 problems.append(InputProblem(path, "folder holds no images"))
             top = Path(path.resolve().name or "root") if several_folders else Path()
@@ -145,9 +151,7 @@ def decode_errors(path: Path) -> Iterator[None]:
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     except InputError:
         raise
     except PermissionError:
@@ -162,6 +166,18 @@ def decode_errors(path: Path) -> Iterator[None]:
         raise InputError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc)[:80]})") from None
 
 
+def open_image(path: Path) -> Image.Image:
+    """Image.open (header only) that refuses pixel counts above our limit before decoding them.
+
+    (A per-call check instead of a warnings filter: filters are process-wide and not thread-safe.)
+    """
+    img = Image.open(path)
+    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+        img.close()
+        raise InputError(f"{path}: image too large (more than {MAX_IMAGE_PIXELS:,} pixels)")
+    return img
+
+
 def check_size(path: Path, img: Image.Image) -> None:
     if min(img.size) < 8:
         raise InputError(f"{path}: image too small ({img.size[0]}x{img.size[1]} pixels)")
@@ -169,7 +185,7 @@ def check_size(path: Path, img: Image.Image) -> None:
 
 def read_image(path: Path) -> Image.Image:
     """Decode an image as upright 8-bit RGB, or raise InputError naming the cause."""
-    with decode_errors(path), Image.open(path) as img:
+    with decode_errors(path), open_image(path) as img:
         img.load()
         rgb = to_rgb8(ImageOps.exif_transpose(img))
     check_size(path, rgb)

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, JpegImagePlugin
 
-from .io import atomic_path, to_rgb8
+from .io import atomic_path, open_image, to_rgb8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 JPEG_QUALITY = 95
@@ -65,7 +65,7 @@ def is_image_file(path: Path) -> bool:
 def open_photo(path: str | os.PathLike[str]) -> Photo:
     """Read a photo upright as RGB, remembering mode, format, orientation, alpha and metadata."""
     path = Path(path)
-    with Image.open(path) as raw:
+    with open_image(path) as raw:
         raw.load()
         fmt = raw.format
         mode = raw.mode

@@ -106,13 +106,16 @@ class RunSummary:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, else Apple MPS, else the CPU; an explicit device must exist."""
+    if name not in ("auto", "cpu", "cuda", "mps") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is available")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps: Apple MPS is not available")
@@ -153,7 +156,8 @@ class Pipeline:
         self.editor = editor
         self.opts = options
         self.device = model.device
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # shutting down (end of input, Ctrl-C, or a failing callback)
+        self._interrupt = threading.Event()  # Ctrl-C seen
         self._callback_error: BaseException | None = None
         configure_backends(self.device, options.precision)
 
@@ -216,15 +220,9 @@ class Pipeline:
                     job = next(jobs, None)
                 if job is None:
                     break
-                if not self.opts.overwrite and self.is_done(job):
-                    for image, latent in self.planned_outputs(job):  # temps of a killed --overwrite run
-                        hio.remove_stale_temps(image)
-                        hio.remove_stale_temps(latent)
-                    job.status = "skipped"
-                    out_q.put(job)
-                    continue
+                job.started = time.perf_counter()
                 try:
-                    self.prepare(job)
+                    self._read_one(job)
                 except hio.InputError as exc:
                     job.status, job.error = "error", str(exc)
                 except Exception as exc:  # a bug or an odd file must not stop the other inputs
@@ -232,6 +230,19 @@ class Pipeline:
                 out_q.put(job)
         finally:
             out_q.put(_DONE)
+
+    def _read_one(self, job: Job) -> None:
+        planned = self.planned_outputs(job)
+        source = job.item.path.resolve()
+        if any(path.resolve() == source for pair in planned for path in pair):
+            raise hio.InputError(f"{job.item.path}: its output would overwrite it; choose another -o folder")
+        if not self.opts.overwrite and self.is_done(job):
+            for image, latent in planned:  # temps of a killed --overwrite run
+                hio.remove_stale_temps(image)
+                hio.remove_stale_temps(latent)
+            job.status = "skipped"
+            return
+        self.prepare(job)
 
     # ------------------------------------------------------------------ stage 2: model
     @torch.inference_mode()
@@ -277,14 +288,12 @@ class Pipeline:
             if job.photo is None:
                 face = job.faces[0]
                 result = face.results[key]
-                hio.save_image(hio.tensor_to_image(result["image"]), img_path)
                 latent_path = img_path.with_suffix(".pt")
                 hio.save_torch(self.latent_record(job, face, label, result), latent_path)
+                hio.save_image(hio.tensor_to_image(result["image"]), img_path)
                 job.outputs += [str(img_path), str(latent_path)]
                 continue
             crops = [(hio.tensor_to_image(face.results[key]["image"]), face.alignment) for face in job.faces]
-            save_photo(job.photo, paste_back(job.photo.image, crops), img_path)
-            job.outputs.append(str(img_path))
             for face, (crop, _) in zip(job.faces, crops):
                 latent_path = img_path.with_name(f"{img_path.stem}_{face.index}.pt")
                 hio.save_torch(self.latent_record(job, face, label, face.results[key]), latent_path)
@@ -293,6 +302,9 @@ class Pipeline:
                     crop_path = latent_path.with_suffix(".png")
                     hio.save_image(crop, crop_path)
                     job.outputs.append(str(crop_path))
+            # the photo goes last: on a re-run, its presence means every file of this edit is complete
+            save_photo(job.photo, paste_back(job.photo.image, crops), img_path)
+            job.outputs.append(str(img_path))
 
     def latent_record(self, job: Job, face: Face, label: str | None, result: dict[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -349,15 +361,18 @@ class Pipeline:
             thread.start()
         self._readers_left = workers
         interrupted = False
-        with _stop_on_sigint(self._stop):
+        with _stop_on_sigint(self._stop, self._interrupt):
             try:
                 for batch in self._batches(read_q, on_done):
-                    self.run_batch(batch)
+                    try:
+                        self.run_batch(batch)
+                    except Exception as exc:  # e.g. out of GPU memory: fail these inputs, go on
+                        self._fail_batch(batch, exc, on_done)
                     for job in _completed_jobs(batch):
                         write_q.put(job)
                     if self._stop.is_set():
                         break
-                interrupted = self._stop.is_set()
+                interrupted = self._interrupt.is_set()
             finally:
                 self._stop.set()
                 for _ in writers:
@@ -371,6 +386,17 @@ class Pipeline:
         if self._callback_error is not None:
             raise self._callback_error
         return RunSummary(jobs, interrupted=interrupted)
+
+    def _fail_batch(self, batch: list[Face], exc: Exception, on_done: Callable[[Job], None]) -> None:
+        hint = "; try a smaller --batch-size" if "out of memory" in str(exc).lower() else ""
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        jobs = list({id(face.job): face.job for face in batch}.values())  # each once, in order
+        for job in jobs:
+            if job.status != "error":
+                job.status, job.error = "error", f"{job.item.path}: model failed ({reason}){hint}"
+                job.faces, job.photo = [], None
+                job.seconds = time.perf_counter() - job.started
+                on_done(job)
 
     def _batches(self, read_q: queue.Queue[Any], on_done: Callable[[Job], None]) -> Iterator[list[Face]]:
         batch: list[Face] = []
@@ -402,21 +428,22 @@ def _completed_jobs(batch: list[Face]) -> list[Job]:
     done: list[Job] = []
     for face in batch:
         face.job.pending_faces -= 1
-        if face.job.pending_faces == 0:
+        if face.job.pending_faces == 0 and face.job.status != "error":
             done.append(face.job)
     return done
 
 
 @contextlib.contextmanager
-def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: finish the current batch, then stop. Second Ctrl-C: stop at once."""
+def _stop_on_sigint(stop: threading.Event, interrupt: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: finish the current batch, write what is done, then stop. Second: stop at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
+        if interrupt.is_set():
             raise KeyboardInterrupt
+        interrupt.set()
         stop.set()
 
     previous = signal.signal(signal.SIGINT, handler)

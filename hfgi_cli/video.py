@@ -60,7 +60,7 @@ from . import io as hio
 from .align import MIN_QSIZE, AlignedFace, align_quad, detect_faces, face_quad, paste_back
 from .edits import Editor, EditSpec
 from .models.hfgi import ENCODER_INPUT_SIZE, HFGI
-from .pipeline import autocast_context
+from .pipeline import autocast_context, configure_backends
 
 VIDEO_FORMAT = "hfgi-video/1"
 DEFAULT_SMOOTH_WINDOW = 9
@@ -543,6 +543,7 @@ class _Editing:
         if opts.ramp is not None and not n_frames:
             raise VideoError("--strength-ramp needs the number of frames, which this input does not tell")
         self.model, self.editor, self.opts, self.n_frames = model, editor, opts, n_frames
+        configure_backends(model.device, opts.precision)
         self._ema: tuple[int, int, torch.Tensor] | None = None  # (frame index, shot, smoothed W+)
 
     def strength(self, index: int) -> float:

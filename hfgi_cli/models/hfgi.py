@@ -17,6 +17,7 @@ so any number of edits share one encoding.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import warnings
 from dataclasses import asdict, dataclass
@@ -100,8 +101,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = _load_plain_tensors(path)
     except pickle.UnpicklingError:
-        # Checkpoints written by older training code may pickle plain Python objects in opts.
-        warnings.warn(f"{path}: not a plain-tensor checkpoint; loading it with full unpickling", stacklevel=2)
+        # Training code may pickle Python objects (e.g. an argparse Namespace) in opts. Unpickling
+        # those can run code from the file, so only a user who trusts the file may allow it.
+        if os.environ.get("HFGI_TRUST_CHECKPOINT") != "1":
+            raise CheckpointError(
+                f"{path}: holds Python objects besides tensors; loading it could run code from the file. "
+                "If you trust it, set HFGI_TRUST_CHECKPOINT=1"
+            ) from None
+        warnings.warn(f"{path}: loading with full unpickling (HFGI_TRUST_CHECKPOINT=1)", stacklevel=2)
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:
