@@ -8,7 +8,6 @@ file it finds is complete.
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import os
 import sys
@@ -238,21 +237,35 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def remove_stale_temps(final: Path) -> None:
-    """Delete temporaries of ``final`` left by a killed run (``.NAME.XXXXXXXX.part``, as mkstemp names them)."""
-    prefix = f".{final.name}."
-    with contextlib.suppress(OSError):
-        for p in final.parent.glob(glob.escape(prefix) + "*.part"):
-            if len(p.name) == len(prefix) + 8 + len(".part"):  # exactly mkstemp's 8 random characters
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+def _is_our_temp(p: Path) -> bool:
+    """``.NAME.XXXXXXXX.part``: what ``atomic_path`` names a temporary (mkstemp's 8 random characters)."""
+    name = p.name
+    if not (name.startswith(".") and name.endswith(".part") and len(name) > 15 and name[-14] == "."):
+        return False
+    return Path(name[1:-14]).suffix.lower() in IMAGE_EXTS | LATENT_EXTS  # a temp of an image or latent
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporaries left in ``folder`` (recursively) by a killed run; returns how many.
+
+    One scan per run, not per file written (a per-write scan costs O(N^2) on big folders). Two
+    runs writing into the same folder at the same time are not supported.
+    """
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.rglob(".*.part"):
+        if _is_our_temp(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -237,9 +237,6 @@ class Pipeline:
         if any(path.resolve() == source for pair in planned for path in pair):
             raise hio.InputError(f"{job.item.path}: its output would overwrite it; choose another -o folder")
         if not self.opts.overwrite and self.is_done(job):
-            for image, latent in planned:  # temps of a killed --overwrite run
-                hio.remove_stale_temps(image)
-                hio.remove_stale_temps(latent)
             job.status = "skipped"
             return
         self.prepare(job)
@@ -348,6 +345,7 @@ class Pipeline:
         Decoding and PNG/JPEG encoding release the GIL, so a few reader and writer threads keep a
         GPU fed; on a 2-core CPU one of each overlaps I/O with the model without competing for it.
         """
+        hio.remove_stale_temps(self.opts.out_dir)  # half-written files of a killed run
         workers = self.opts.io_workers or max(1, min(8, (os.cpu_count() or 2) // 2))
         read_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.prefetch))
         write_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.opts.batch_size * 2))
