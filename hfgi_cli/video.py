@@ -543,7 +543,6 @@ class _Editing:
         if opts.ramp is not None and not n_frames:
             raise VideoError("--strength-ramp needs the number of frames, which this input does not tell")
         self.model, self.editor, self.opts, self.n_frames = model, editor, opts, n_frames
-        configure_backends(model.device, opts.precision)
         self._ema: tuple[int, int, torch.Tensor] | None = None  # (frame index, shot, smoothed W+)
 
     def strength(self, index: int) -> float:
@@ -662,6 +661,7 @@ def edit_video(
     pt_path = output.with_suffix(".pt")
     npy_path = output.with_suffix(".distortion.npy")
     size = ENCODER_INPUT_SIZE
+    configure_backends(model.device, opts.precision)
     editing = _Editing(model, editor, opts, src.n_frames)
     tracker = Tracker(opts)
     batch: list[_Frame] = []
@@ -793,6 +793,7 @@ def edit_video_from_latents(
         raise VideoError(f"{source}: now {src.size[0]}x{src.size[1]}, the latents were made at {data['size']}")
     n = int(data["n_frames"])
     rows = _NpyRows(latents.parent / data["distortion_file"])
+    configure_backends(model.device, opts.precision)
     editing = _Editing(model, editor, opts, n)
     found, quads, marks = data["found"], data["quad"].numpy(), data["landmarks"].numpy().astype(np.float64)
     batch: list[_Frame] = []

@@ -18,6 +18,7 @@ from PIL import Image
 
 from hfgi_cli import video as hv
 from hfgi_cli.align import detect_faces, face_quad
+from hfgi_cli.api import load_model
 from hfgi_cli.edits import Editor
 from hfgi_cli.models.hfgi import HFGI
 
@@ -141,7 +142,7 @@ def test_rerun_from_latents_skips_the_encoder(edited: Path, small_ckpt: Path, sm
     assert record["size"] == [320, 240] and record["checkpoint"] == small_ckpt.name
     assert np.load(edited.with_suffix(".distortion.npy"), mmap_mode="r").shape == (N_MOVING, 3, 256, 256)
     # an encoder that cannot run proves the re-run does not use it
-    model = HFGI.from_checkpoint(small_ckpt)
+    model = load_model(small_ckpt, device="cpu")  # as the CLI loads it (per-device modulation form)
 
     def no_encoder(*args: object) -> None:
         raise AssertionError("the encoder ran")
