@@ -84,13 +84,14 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     return float(wall), int(rss_kb) / 2**20
 
 
-def stage_split(checkpoint: Path, faces: list[Path], device: str) -> None:
-    """Seconds per face for each stage of hfgi's pipeline, measured in-process on the same inputs."""
+def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) -> None:
+    """Seconds per face for each stage of hfgi's pipeline, measured in-process on the same inputs,
+    with the model loaded as the CLI loads it."""
     import torch
 
     from hfgi_cli import io as hio
     from hfgi_cli.align import align_faces, detect_faces, paste_back
-    from hfgi_cli.models.hfgi import HFGI
+    from hfgi_cli.api import load_model
     from hfgi_cli.photo import open_photo
 
     timings: dict[str, float] = {}
@@ -106,25 +107,29 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str) -> None:
         return value
 
     photo_path = SHARED / "data" / "photos" / "astronaut.png"
-    model = clock("load model", HFGI.from_checkpoint, checkpoint, device)
+    model = clock("load model", load_model, checkpoint, None, device)
     photo = clock("decode photo (astronaut.png)", open_photo, photo_path)
     landmarks = clock("detect faces (astronaut.png)", detect_faces, photo.image)
     aligned, _ = clock("align face at 1024 (astronaut.png)", align_faces, photo.image, landmarks)
     images = [clock("decode", hio.read_image, f) for f in faces]
-    x = torch.stack([hio.image_to_tensor(im) for im in images]).to(device)
-    with torch.inference_mode():
-        codes = clock("encoder", lambda: model.encoder(x)[:, : model.n_latent] + model.latent_avg)
-        first = clock("generator pass", model.synthesize, codes)
-        low = model.to_low_res(first)
-        aligned_res = clock("ADA + consultation", lambda: model.residue(model.grid_align(torch.cat((x - low, low), 1))))
-        out = clock("generator pass", model.synthesize, codes, aligned_res)
+    outs = []
+    for start in range(0, len(images), batch):
+        x = torch.stack([hio.image_to_tensor(im) for im in images[start : start + batch]]).to(device)
+        with torch.inference_mode():
+            codes = clock("encoder", lambda x=x: model.encoder(x)[:, : model.n_latent] + model.latent_avg)
+            first = clock("generator pass", model.synthesize, codes)
+            low = model.to_low_res(first)
+            conditions = clock("ADA + consultation",
+                               lambda x=x, low=low: model.residue(model.grid_align(torch.cat((x - low, low), 1))))
+            outs.append(clock("generator pass", model.synthesize, codes, conditions))
+    out = torch.cat(outs)
     crop = hio.tensor_to_image(out[0].cpu())
     clock("paste-back (astronaut.png)", paste_back, photo.image, [(crop, aligned[0])])
     with tempfile.TemporaryDirectory() as tmp:
         for i, t in enumerate(out.cpu()):
             clock("encode + write PNG", hio.save_image, hio.tensor_to_image(t), Path(tmp) / f"{i}.png")
     n = len(faces)
-    print(f"\nsplit of hfgi's time ({device}, batch {n}; per face unless the stage names one photo):")
+    print(f"\nsplit of hfgi's time ({device}, batch {batch}; per face unless the stage names one photo):")
     for name, seconds in timings.items():
         per = seconds if "astronaut" in name or name == "load model" else seconds / n
         if name == "generator pass":
@@ -140,6 +145,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="hfgi's batch (default: its own choice)")
     ap.add_argument("--baseline-optimized", action="store_true")
     ap.add_argument("--skip-split", action="store_true")
+    ap.add_argument("--split-only", action="store_true", help="only the in-process split of time by stage")
     args = ap.parse_args()
     faces = sorted((SHARED / "data" / "faces").glob("*.jpg"))[: args.faces]
     directions = SHARED / "data" / "directions"
@@ -152,6 +158,9 @@ def main() -> None:
 
             checkpoint = tmp / "hfgi_random_full.pt"
             make_random_checkpoint(checkpoint, ModelConfig(), seed=0)
+        if args.split_only:
+            stage_split(checkpoint, faces, args.device, args.batch_size or (1 if args.device == "cpu" else 8))
+            return
         baseline = tmp / "baseline.py"
         baseline.write_text(BASELINE.replace("DEVICE", repr(args.device)))
         (tmp / "b").mkdir()
@@ -183,7 +192,7 @@ def main() -> None:
                   f"hfgi {outputs / t_ours:6.3f} img/s ({t_ours:6.1f} s, {m_ours:4.1f} GiB) | "
                   f"ratio {t_base / t_ours:4.2f}x", flush=True)
         if not args.skip_split:
-            stage_split(checkpoint, faces, args.device)
+            stage_split(checkpoint, faces, args.device, args.batch_size or (1 if args.device == "cpu" else 8))
     print(f"\n{n} faces, device {args.device}, torch threads {os.cpu_count()} cores; "
           f"outputs counted per image and edit; ratio = published wall time / hfgi wall time")
 
