@@ -28,7 +28,7 @@ from . import io as hio
 from . import weights as w
 from .api import load_model
 from .edits import EditError, Editor, EditSpec, check_attribute, list_attributes
-from .models.hfgi import CheckpointError
+from .models.hfgi import HFGI, CheckpointError
 from .pipeline import Job, Pipeline, RunOptions, RunSummary, autocast_context
 
 app = typer.Typer(
@@ -118,6 +118,36 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
+def _load_model_and_editor(
+    checkpoint: Optional[Path],
+    weights_dir: Optional[Path],
+    directions: Optional[Path],
+    device: str,
+    precision: str,
+    edits: list[EditSpec],
+) -> tuple[HFGI, Optional[Editor]]:
+    """Everything that can refuse a run, checked before any input is touched (exit 2 on failure):
+    the precision, the attribute names, the checkpoint, the device, and every edit's direction file."""
+    if precision not in ("fp32", "fp16", "bf16"):
+        fail(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    try:
+        for spec in edits:
+            if not spec.direction_file:
+                check_attribute(spec.attr)
+        model = load_model(checkpoint, weights_dir, device=device)
+        autocast_context(model.device, precision)  # refuses fp16 on a CPU before any work
+        editor = None
+        if edits:
+            from_folder = [spec.attr for spec in edits if not spec.direction_file]
+            folder = w.resolve_directions_dir(directions, weights_dir, from_folder) if from_folder else None
+            editor = Editor(folder, model.n_latent, model.config.style_dim, model.config.domain)
+            for spec in edits:
+                editor.check(spec)
+    except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
+        fail(str(exc))
+    return model, editor
+
+
 def _run(
     description: str,
     inputs: list[str],
@@ -130,29 +160,14 @@ def _run(
     as_json: bool,
 ) -> NoReturn:
     """Load the model, check every edit up front, then stream the inputs through the pipeline."""
-    if options.precision not in ("fp32", "fp16", "bf16"):
-        fail(f"--precision must be fp32, fp16 or bf16, not {options.precision!r}")
     labels = [spec.label for spec in options.edits]
     if len(set(labels)) != len(labels):
         fail(f"the same edit is asked for twice ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))})")
     items, problems = hio.collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
-    try:
-        for spec in options.edits:
-            if not spec.direction_file:
-                check_attribute(spec.attr)
-        model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
-        autocast_context(model.device, options.precision)  # refuses fp16 on a CPU before any work
-        if not options.batch_size:
-            options.batch_size = 1 if model.device.type == "cpu" else 8
-        editor = None
-        if options.edits:
-            from_folder = [spec.attr for spec in options.edits if not spec.direction_file]
-            folder = w.resolve_directions_dir(directions, weights_dir, from_folder) if from_folder else None
-            editor = Editor(folder, model.n_latent, model.config.style_dim, model.config.domain)
-            for spec in options.edits:
-                editor.check(spec)
-    except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
-        fail(str(exc))
+    model, editor = _load_model_and_editor(checkpoint, weights_dir, directions, device, options.precision,
+                                           options.edits)
+    if not options.batch_size:
+        options.batch_size = 1 if model.device.type == "cpu" else 8
     for problem in problems:
         _print_error(problem)
         if as_json:
@@ -566,8 +581,6 @@ def video_command(
     """Thin wrapper: the work is ``hfgi_cli.video.edit_video``."""
     from . import video as hv
 
-    if precision not in ("fp32", "fp16", "bf16"):
-        fail(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
     ramp = None
     if strength_ramp is not None:
         try:
@@ -585,14 +598,9 @@ def video_command(
         fail(f"{input}: no such file or folder", code=1)
     options = hv.VideoOptions(attr, strength or 0.0, ramp, batch_size=batch_size, precision=precision,
                               smooth_window=smooth_window, latent_smooth=latent_smooth, fps=fps)
-    try:
-        model = load_model(w.resolve_checkpoint(checkpoint, weights_dir), device=device)
-        folder = w.resolve_directions_dir(directions, weights_dir, [attr])
-        editor = Editor(folder, model.n_latent, model.config.style_dim)
-        editor.check(EditSpec(attr, 0.0))
-        autocast_context(model.device, precision)  # fp16 on a CPU: refused here, before any file is made
-    except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
-        fail(str(exc))
+    model, editor = _load_model_and_editor(checkpoint, weights_dir, directions, device, precision,
+                                           [EditSpec(attr, 0.0)])
+    assert editor is not None
     from_latents = input.is_file() and input.suffix.lower() == ".pt"
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),

@@ -235,6 +235,7 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ writing
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file; mkstemp makes temporaries 0600
 
 
 def _is_our_temp(p: Path) -> bool:
@@ -271,7 +272,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs get the usual mode
+        os.chmod(tmp_path, FILE_MODE)  # mkstemp makes it private; outputs get the usual mode
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -142,10 +142,10 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def output_name(job: Job, label: str | None, face: int | None = None, suffix: str = ".png") -> Path:
+def output_name(job: Job, label: str | None, suffix: str = ".png") -> Path:
+    """OUT-relative name of a job's image for one edit: <stem>[_<label>]<suffix>."""
     stem = job.item.rel
-    name = stem.name + (f"_{label}" if label else "") + (f"_face{face}" if face is not None else "")
-    return stem.parent / (name + suffix)
+    return stem.parent / (stem.name + (f"_{label}" if label else "") + suffix)
 
 
 class Pipeline:

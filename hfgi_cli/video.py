@@ -583,12 +583,6 @@ class _Editing:
         return [f.pixels for f in frames]
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def _temp_beside(final: Path, suffix: str) -> Iterator[Path]:
     """A temporary file name in ``final``'s folder, removed on exit unless it was renamed away."""
@@ -596,7 +590,7 @@ def _temp_beside(final: Path, suffix: str) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
     path = Path(tmp)
-    os.chmod(path, 0o666 & ~_umask())  # mkstemp makes 0600; the outputs get the usual permissions
+    os.chmod(path, hio.FILE_MODE)  # mkstemp makes 0600; the outputs get the usual permissions
     try:
         yield path
     finally:
