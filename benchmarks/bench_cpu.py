@@ -7,12 +7,14 @@ Both sides run as separate processes on the same full-size checkpoint (a seeded 
 published format unless --checkpoint is given) and the same N aligned faces, model loading
 included. The baseline is the published inference written on top of our modules, in the published form:
 one image at a time, fp32, per-sample grouped convolutions, the published conv -> noise ->
-bias+activation sequence of separate ops, `torch.load` + `load_state_dict`, PyTorch's default
+bias+activation sequence of separate ops, rosinality's plain-PyTorch `upfirdn2d_native` for the
+blurs (HFGI's own op is CUDA-only), NCHW, `torch.load` + `load_state_dict`, PyTorch's default
 allocator (no transparent huge pages), and one whole run per attribute (the published script edits
 one attribute per run, re-encoding every image), each image saved as a full-resolution PNG. It runs
 under `torch.no_grad()` throughout, which is *faster* than the published loop (that one builds
 autograd graphs), so the ratios are conservative. `--baseline-optimized` gives the baseline our
-module-level optimisations too (huge pages, fused in-place tail), isolating what the pipeline adds.
+module-level optimisations too (huge pages, fused in-place tail, depthwise upfirdn2d, NHWC),
+isolating what the pipeline adds.
 Prints images/s and ratios, the split of hfgi's time by stage, and each process's peak memory.
 """
 
@@ -38,12 +40,18 @@ from hfgi_cli.models.hfgi import HFGI, config_from_checkpoint
 from hfgi_cli.models.stylegan2 import ModulatedConv2d, StyledConv
 from hfgi_cli.edits import Editor, EditSpec
 ckpt_path, out, directions, attrs, faces = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
-ModulatedConv2d.grouped = True  # the published per-sample weights
-StyledConv.fused_tail = False  # the published conv -> noise -> bias+activation, each a new tensor
+from hfgi_cli.models import ops
 device = torch.device(DEVICE)
+optimized = OPTIMIZED  # our module-level forms of the same maths, as `hfgi` runs them on this device
+if not optimized:
+    ModulatedConv2d.grouped = True  # the published per-sample weights
+    StyledConv.fused_tail = False  # the published conv -> noise -> bias+activation, each a new tensor
+    ops.PUBLISHED_CPU_UPFIRDN2D = True  # rosinality's upfirdn2d_native (HFGI's own op is CUDA-only)
 for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run per attribute
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     net = HFGI(config_from_checkpoint(ckpt)); net.load_published_state(ckpt); net = net.to(device).eval()
+    if optimized:
+        net.decoder.tune_for(device.type)
     del ckpt
     editor = Editor(directions, net.n_latent)
     with torch.no_grad():
@@ -116,11 +124,10 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
     for start in range(0, len(images), batch):
         x = torch.stack([hio.image_to_tensor(im) for im in images[start : start + batch]]).to(device)
         with torch.inference_mode():
-            codes = clock("encoder", lambda x=x: model.encoder(x)[:, : model.n_latent] + model.latent_avg)
+            codes = clock("encoder", model.latent_codes, x)
             first = clock("generator pass", model.synthesize, codes)
             low = model.to_low_res(first)
-            conditions = clock("ADA + consultation",
-                               lambda x=x, low=low: model.residue(model.grid_align(torch.cat((x - low, low), 1))))
+            conditions = clock("ADA + consultation", model.consult, x - low, low)
             outs.append(clock("generator pass", model.synthesize, codes, conditions))
     out = torch.cat(outs)
     crop = hio.tensor_to_image(out[0].cpu())
@@ -162,12 +169,11 @@ def main() -> None:
             stage_split(checkpoint, faces, args.device, args.batch_size or (1 if args.device == "cpu" else 8))
             return
         baseline = tmp / "baseline.py"
-        baseline.write_text(BASELINE.replace("DEVICE", repr(args.device)))
+        source = BASELINE.replace("DEVICE", repr(args.device)).replace("OPTIMIZED", str(args.baseline_optimized))
+        baseline.write_text(source)
         (tmp / "b").mkdir()
         env = {"PYTHONPATH": str(REPO)}
         base_env = dict(env) if args.baseline_optimized else {**env, "THP_MEM_ALLOC_ENABLE": "0"}
-        if args.baseline_optimized:
-            baseline.write_text(baseline.read_text().replace("StyledConv.fused_tail = False", "pass"))
         hfgi = [sys.executable, "-m", "hfgi_cli"]
         common = ["--checkpoint", str(checkpoint), "--aligned", "--quiet", "--device", args.device, "--overwrite"]
         if args.batch_size:

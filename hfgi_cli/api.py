@@ -28,9 +28,7 @@ def load_model(
 ) -> HFGI:
     """Load an HFGI checkpoint (explicit path, else the weights folder's published one) onto a device."""
     path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
-    model = HFGI.from_checkpoint(path, device=pick_device(device))
-    model.decoder.set_grouped(model.device.type == "cpu")  # the faster form of the same maths per device
-    return model
+    return HFGI.from_checkpoint(path, device=pick_device(device))
 
 
 @torch.inference_mode()

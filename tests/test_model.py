@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hfgi_cli.models import ops
 from hfgi_cli.models.hfgi import (
     HFGI,
     SMALL_CONFIG,
@@ -15,7 +16,7 @@ from hfgi_cli.models.hfgi import (
     make_random_checkpoint,
     read_checkpoint,
 )
-from hfgi_cli.models.stylegan2 import ModulatedConv2d
+from hfgi_cli.models.stylegan2 import Generator, ModulatedConv2d, StyledConv
 
 from .conftest import REFERENCE, run_cli
 
@@ -112,6 +113,47 @@ def test_shared_weight_modulation_equals_grouped_convolution() -> None:
         conv.grouped = True
         grouped = conv(x, style)
         assert torch.allclose(shared, grouped, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_modulated_conv_on_channels_last_activations(kernel_size: int) -> None:
+    """NHWC input (the CPU form; 1x1 convs become a batched matmul) computes the same function."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(16, 8, kernel_size, 32, demodulate=kernel_size == 3)
+    x, style = torch.randn(2, 16, 8, 8), torch.randn(2, 32)
+    want = conv(x, style)
+    for grouped in (False, True):
+        conv.grouped = grouped
+        got = conv(x.contiguous(memory_format=torch.channels_last), style)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_generator_device_forms_equal_the_published_form(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tune_for("cpu") (per-sample weights, NHWC, depthwise upfirdn2d) and tune_for("cuda") (shared
+    weight, NCHW) are the published generator's function, conditions included."""
+    torch.manual_seed(0)
+    gen = Generator(size=128, channel_multiplier=1, channel_max=64, condition_res=64).eval()
+    with torch.no_grad():  # non-zero noise strengths and biases, so the fused tail is exercised
+        for param_name, param in gen.named_parameters():
+            if param_name.endswith(("noise.weight", "activate.bias")) or param_name.endswith("rgbs.0.bias"):
+                param.normal_(0, 0.2)
+    latent = torch.randn(batch, gen.n_latent, 512)
+    conditions = (torch.randn(batch, 64, 64, 64) * 0.1, torch.randn(batch, 64, 64, 64) * 0.1)
+    with torch.inference_mode():
+        monkeypatch.setattr(ops, "PUBLISHED_CPU_UPFIRDN2D", True)
+        monkeypatch.setattr(StyledConv, "fused_tail", False)
+        for module in gen.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.grouped = True
+        published = gen(latent, conditions)
+        monkeypatch.undo()
+        for device_type in ("cpu", "cuda"):
+            gen.tune_for(device_type)
+            got = gen(latent, conditions)
+            assert gen.channels_last == (device_type == "cpu")
+            torch.testing.assert_close(got, published, atol=2e-5, rtol=1e-4)
 
 
 def test_batch_size_does_not_change_results(small_ckpt: Path) -> None:

@@ -68,6 +68,30 @@ def test_upfirdn2d_reference_matches_naive(case):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[2]}x{c[3]}-up{c[4]}-down{c[5]}-pad{c[6]}")
+def test_upfirdn2d_depthwise_matches_naive(case, channels_last):
+    """The CPU fast path (grouped conv / transposed conv) is the same function as the definition."""
+    in_h, in_w, kh, kw, up, down, pad = case
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, in_h, in_w, generator=gen, dtype=torch.float64)
+    k = torch.randn(kh, kw, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = ops.upfirdn2d_depthwise(x, k, up=up, down=down, pad=pad)
+    want = naive_upfirdn2d(x.numpy(), k.numpy(), up, down, pad)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_upfirdn2d_cpu_blur_equals_published_path_exactly():
+    """Without upsampling the depthwise form adds the same terms in the same order: bit-identical."""
+    x = torch.randn(1, 8, 33, 33)
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k = (k[None] * k[:, None]) / 16
+    assert torch.equal(ops.upfirdn2d(x, k, pad=(1, 1)), ops.upfirdn2d_reference(x, k, pad=(1, 1)))
+
+
 def test_upfirdn2d_two_element_pad_means_same_on_both_axes():
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     k = torch.rand(4, 4, dtype=torch.float64)

@@ -153,7 +153,21 @@ class HFGI(nn.Module):
             raise CheckpointError(f"{path}: unsupported architecture options ({exc})") from None
         model.load_published_state(ckpt, str(path), assign=True)
         model.source = Path(path).name
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        model.tune_for(model.device.type)
+        return model
+
+    channels_last = False  # NHWC encoder inputs (set by tune_for on CPUs)
+
+    def tune_for(self, device_type: str) -> None:
+        """The faster form of the same maths on a device (see ``Generator.tune_for``). On a CPU
+        the encoders also get NHWC inputs, which oneDNN's convs then keep (e4e ~0.55 -> ~0.43 s);
+        their weights stay as they are (converting 0.8 GB of them would cost a second per load)."""
+        self.decoder.tune_for(device_type)
+        self.channels_last = device_type == "cpu"
+
+    def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint", assign: bool = False) -> None:
         """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``.
@@ -221,9 +235,19 @@ class HFGI(nn.Module):
             torch.clamp(image, -1.0, 1.0), size=(ENCODER_INPUT_SIZE, ENCODER_INPUT_SIZE), mode="bilinear"
         )
 
+    def latent_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B,3,256,256] in [-1,1] -> W+ codes (e4e + latent_avg)."""
+        return self.encoder(self._encoder_input(x))[:, : self.n_latent] + self.latent_avg.to(x.dtype)
+
+    def consult(self, distortion: torch.Tensor, edit_low_res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ADA aligns the distortion map to the (edited) low-res image; the consultation encoder
+        turns it into the (scale, shift) conditions of the 64x64 generator features."""
+        pair = torch.cat((distortion.to(edit_low_res.dtype), edit_low_res), 1)
+        return self.residue(self.grid_align(self._encoder_input(pair)))
+
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: [B,3,256,256] in [-1,1] -> W+ codes, distortion map and the first pass low-res image."""
-        codes = self.encoder(x)[:, : self.n_latent] + self.latent_avg.to(x.dtype)
+        codes = self.latent_codes(x)
         image0 = self.to_low_res(self.synthesize(codes))
         return {"latent": codes, "distortion": x - image0, "low_res": image0}
 
@@ -236,9 +260,7 @@ class HFGI(nn.Module):
         """Second pass for codes W' (edited or not): full-resolution output in [-1, 1] (unclamped)."""
         if edit_low_res is None:
             edit_low_res = self.to_low_res(self.synthesize(latent))
-        aligned = self.grid_align(torch.cat((distortion.to(edit_low_res.dtype), edit_low_res), 1))
-        conditions = self.residue(aligned)
-        image = self.synthesize(latent, conditions)
+        image = self.synthesize(latent, self.consult(distortion, edit_low_res))
         top, bottom = self.config.output_rows
         return image[:, :, top:bottom, :]
 

@@ -9,7 +9,8 @@ weight shared by the whole batch, then demodulating the output. That is the same
 the published grouped convolution with a per-sample weight, but it lets a batch run as one
 ordinary convolution (and lets cuDNN pick fast kernels). On a CPU, where batches bring nothing
 (the 1024 px activations outgrow the caches), the literal per-sample weights (``grouped = True``)
-are faster: they skip the two activation-sized multiplications. ``Generator.set_grouped`` chooses.
+are faster: they skip the two activation-sized multiplications; there activations are also kept
+channels-last (NHWC). ``Generator.tune_for`` chooses.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ops import fused_leaky_relu, modulated_leaky_relu, upfirdn2d
+from .ops import fused_leaky_relu, memory_layout, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -162,10 +163,12 @@ class ModulatedConv2d(nn.Module):
             if self.demodulate:
                 # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
                 demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)  # [B, out]
+        if self.kernel_size == 1 and memory_layout(x) == torch.channels_last:
+            return self._forward_pointwise_nhwc(x, style, weight, demod), None
         if self.grouped:
             return self._forward_grouped(x, style), None
         x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
-        w = weight.to(x.dtype)
+        w = weight.to(x.dtype).contiguous(memory_format=memory_layout(x))
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
             out = self.blur(out)
@@ -173,20 +176,45 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(x, w, padding=self.padding)
         return out, demod
 
+    def _forward_pointwise_nhwc(
+        self, x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor, demod: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A 1x1 modulated conv on NHWC activations is a batched matmul over pixels: no reorder,
+        one read of the activation (oneDNN's 1x1 path reorders a 3-channel output at 4x the cost)."""
+        batch, in_ch, height, width = x.shape
+        w = weight[:, :, 0, 0].t()[None] * style.view(batch, in_ch, 1)  # [B, in, out]
+        if demod is not None:
+            w = w * demod.view(batch, 1, self.out_ch)
+        pixels = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_ch)  # a view: NHWC is contiguous
+        out = torch.bmm(pixels, w.to(x.dtype))
+        return out.view(batch, height, width, self.out_ch).permute(0, 3, 1, 2)
+
     def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_ch, height, width = x.shape
+        if batch > 1 and memory_layout(x) == torch.channels_last:
+            # folding the batch into channels would break NHWC (a copy, then slow NCHW convs)
+            parts = []
+            for i in range(batch):
+                part = self._forward_grouped(x[i : i + 1], style[i : i + 1])
+                _, c, h, w = part.shape  # a batch of one: give its (free) batch stride the NHWC value
+                if part.is_contiguous(memory_format=torch.channels_last):
+                    part = part.as_strided(part.shape, (h * w * c, 1, w * c, c))
+                parts.append(part)
+            return torch.cat(parts)  # so that cat keeps NHWC
         weight = (self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)).to(x.dtype)
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
             weight = weight * demod.view(batch, self.out_ch, 1, 1, 1)
         k = self.kernel_size
         x = x.reshape(1, batch * in_ch, height, width)
+        layout = memory_layout(x)
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k)
+            weight = weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k).contiguous(memory_format=layout)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = out.view(batch, self.out_ch, out.shape[2], out.shape[3])
             return self.blur(out)
-        out = F.conv2d(x, weight.view(batch * self.out_ch, in_ch, k, k), padding=self.padding, groups=batch)
+        weight = weight.view(batch * self.out_ch, in_ch, k, k).contiguous(memory_format=layout)
+        out = F.conv2d(x, weight, padding=self.padding, groups=batch)
         return out.view(batch, self.out_ch, out.shape[2], out.shape[3])
 
 
@@ -301,11 +329,20 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(out_ch, style_dim))
             in_ch = out_ch
 
-    def set_grouped(self, grouped: bool) -> None:
-        """Per-sample modulated weights (faster on CPUs) or shared weights (faster batched on GPUs)."""
+    channels_last = False  # NHWC activations: oneDNN's native layout, no reorder around each conv
+
+    def tune_for(self, device_type: str) -> None:
+        """Pick the fastest form of the same maths for a device.
+
+        CPU: per-sample modulated weights (no activation-sized multiplies) on NHWC activations
+        (measured 1.08 s -> ~0.6 s per 1024 px pass, with the depthwise upfirdn2d). GPU: one
+        shared weight for the batch, NCHW (the CUDA kernels read NCHW).
+        """
+        on_cpu = device_type == "cpu"
+        self.channels_last = on_cpu
         for module in self.modules():
             if isinstance(module, ModulatedConv2d):
-                module.grouped = grouped
+                module.grouped = on_cpu
 
     @property
     def condition_channels(self) -> int:
@@ -324,6 +361,8 @@ class Generator(nn.Module):
         noise: list[torch.Tensor | None]
         noise = [None] * self.num_layers if randomize_noise else list(self.stored_noise())
         out = self.input(latent.shape[0]).to(latent.dtype)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, latent[:, 0], noise[0])
         skip = self.to_rgb1(out, latent[:, 1], None)
         i = 1
