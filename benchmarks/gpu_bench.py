@@ -37,7 +37,16 @@ def load(checkpoint: str | None, device: torch.device) -> HFGI:
         return HFGI.from_checkpoint(checkpoint, device=device)
     model = HFGI(ModelConfig())
     model.load_published_state(make_random_checkpoint(None, ModelConfig(), seed=0))
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    model.tune_for(device.type)  # as from_checkpoint does
+    return model
+
+
+def set_grouped(model: HFGI, grouped: bool) -> None:
+    """Per-sample grouped convolutions (the published form) or our shared-weight form."""
+    for module in model.decoder.modules():
+        if isinstance(module, ModulatedConv2d):
+            module.grouped = grouped
 
 
 def timed(fn, iters: int) -> float:
@@ -78,11 +87,11 @@ def main() -> None:
 
     # the published procedure: batch 1, fp32, per-sample grouped convolutions, no reuse
     configure_backends(device, "fp32")
-    ModulatedConv2d.grouped = True
+    set_grouped(model, True)
     x1 = torch.rand(1, 3, 256, 256, device=device) * 2 - 1
     base_inv = timed(lambda: invert(x1, "fp32"), args.iters)
     base_edit = timed(lambda: edit(x1, "fp32"), args.iters)
-    ModulatedConv2d.grouped = False
+    set_grouped(model, False)
     print(f"published loop (b1 fp32 grouped): {1 / base_inv:7.2f} inversions/s  {1 / base_edit:7.2f} edits/s")
     print(f"{'precision':>9} {'batch':>5} {'inv/s':>8} {'edit/s':>8} {'x base':>7} {'TFLOP/s':>8} {'% peak':>7}")
     reference: dict[int, torch.Tensor] = {}
