@@ -157,17 +157,14 @@ class HFGI(nn.Module):
         model.tune_for(model.device.type)
         return model
 
-    channels_last = False  # NHWC encoder inputs (set by tune_for on CPUs)
-
     def tune_for(self, device_type: str) -> None:
         """The faster form of the same maths on a device (see ``Generator.tune_for``). On a CPU
         the encoders also get NHWC inputs, which oneDNN's convs then keep (e4e ~0.55 -> ~0.43 s);
         their weights stay as they are (converting 0.8 GB of them would cost a second per load)."""
         self.decoder.tune_for(device_type)
-        self.channels_last = device_type == "cpu"
 
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.decoder.channels_last else x
 
     def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint", assign: bool = False) -> None:
         """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``.

@@ -202,7 +202,7 @@ def upfirdn2d_depthwise(
     if up > 1:
         # zero insertion + pad + correlation with the flipped kernel == the full transposed
         # convolution with the kernel itself, read from offset (kernel - 1 - pad)
-        weight = _like(kernel.to(x.dtype).expand(channels, 1, kernel_h, kernel_w), x)
+        weight = in_layout_of(kernel.to(x.dtype).expand(channels, 1, kernel_h, kernel_w), x)
         out_h = in_h * up + pad_y0 + pad_y1 - kernel_h + 1
         out_w = in_w * up + pad_x0 + pad_x1 - kernel_w + 1
         full_h, full_w = (in_h - 1) * up + kernel_h, (in_w - 1) * up + kernel_w
@@ -216,9 +216,9 @@ def upfirdn2d_depthwise(
         return out[:, :, ::down, ::down] if down > 1 else out
     weight = torch.flip(kernel, [0, 1]).to(x.dtype).expand(channels, 1, kernel_h, kernel_w)
     if pad_x0 == pad_x1 >= 0 and pad_y0 == pad_y1 >= 0:  # zero padding the convolution does itself
-        return F.conv2d(x, _like(weight, x), stride=down, padding=(pad_y0, pad_x0), groups=channels)
+        return F.conv2d(x, in_layout_of(weight, x), stride=down, padding=(pad_y0, pad_x0), groups=channels)
     out = F.pad(x, [pad_x0, pad_x1, pad_y0, pad_y1]).contiguous(memory_format=memory_layout(x))
-    return F.conv2d(out, _like(weight, x), stride=down, groups=channels)
+    return F.conv2d(out, in_layout_of(weight, x), stride=down, groups=channels)
 
 
 def memory_layout(x: torch.Tensor) -> torch.memory_format:
@@ -228,7 +228,7 @@ def memory_layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _like(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def in_layout_of(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A weight in the activation's layout, so oneDNN/cuDNN keep that layout and skip reorders."""
     return weight.contiguous(memory_format=memory_layout(x))
 

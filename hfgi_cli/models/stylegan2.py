@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ops import fused_leaky_relu, memory_layout, modulated_leaky_relu, upfirdn2d
+from .ops import fused_leaky_relu, in_layout_of, memory_layout, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -168,7 +168,7 @@ class ModulatedConv2d(nn.Module):
         if self.grouped:
             return self._forward_grouped(x, style), None
         x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
-        w = weight.to(x.dtype).contiguous(memory_format=memory_layout(x))
+        w = in_layout_of(weight.to(x.dtype), x)
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
             out = self.blur(out)
@@ -207,13 +207,12 @@ class ModulatedConv2d(nn.Module):
             weight = weight * demod.view(batch, self.out_ch, 1, 1, 1)
         k = self.kernel_size
         x = x.reshape(1, batch * in_ch, height, width)
-        layout = memory_layout(x)
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k).contiguous(memory_format=layout)
+            weight = in_layout_of(weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k), x)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = out.view(batch, self.out_ch, out.shape[2], out.shape[3])
             return self.blur(out)
-        weight = weight.view(batch * self.out_ch, in_ch, k, k).contiguous(memory_format=layout)
+        weight = in_layout_of(weight.view(batch * self.out_ch, in_ch, k, k), x)
         out = F.conv2d(x, weight, padding=self.padding, groups=batch)
         return out.view(batch, self.out_ch, out.shape[2], out.shape[3])
 
