@@ -13,7 +13,7 @@ allocator (no transparent huge pages), and one whole run per attribute (the publ
 one attribute per run, re-encoding every image), each image saved as a full-resolution PNG. It runs
 under `torch.no_grad()` throughout, which is *faster* than the published loop (that one builds
 autograd graphs), so the ratios are conservative. `--baseline-optimized` gives the baseline our
-module-level optimisations too (huge pages, fused in-place tail, depthwise upfirdn2d, NHWC),
+forms of the same maths too (huge pages, fused in-place tail, depthwise upfirdn2d, NHWC),
 isolating what the pipeline adds.
 Prints images/s and ratios, the split of hfgi's time by stage, and each process's peak memory.
 """
@@ -37,21 +37,16 @@ import sys, time, torch, numpy as np
 from pathlib import Path
 from PIL import Image
 from hfgi_cli.models.hfgi import HFGI, config_from_checkpoint
-from hfgi_cli.models.stylegan2 import ModulatedConv2d, StyledConv
+from hfgi_cli.models.stylegan2 import PUBLISHED_FORM, Form
 from hfgi_cli.edits import Editor, EditSpec
 ckpt_path, out, directions, attrs, faces = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
-from hfgi_cli.models import ops
 device = torch.device(DEVICE)
-optimized = OPTIMIZED  # our module-level forms of the same maths, as `hfgi` runs them on this device
-if not optimized:
-    ModulatedConv2d.grouped = True  # the published per-sample weights
-    StyledConv.fused_tail = False  # the published conv -> noise -> bias+activation, each a new tensor
-    ops.PUBLISHED_CPU_UPFIRDN2D = True  # rosinality's upfirdn2d_native (HFGI's own op is CUDA-only)
+# OPTIMIZED: our forms of the same maths, as `hfgi` runs them on this device; else the published
+# per-sample weights, conv -> noise -> bias+activation each a new tensor, rosinality's upfirdn2d_native
+form = Form.for_device(device.type) if OPTIMIZED else PUBLISHED_FORM
 for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run per attribute
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    net = HFGI(config_from_checkpoint(ckpt)); net.load_published_state(ckpt); net = net.to(device).eval()
-    if optimized:
-        net.decoder.tune_for(device.type)
+    net = HFGI(config_from_checkpoint(ckpt), form); net.load_published_state(ckpt); net = net.to(device).eval()
     del ckpt
     editor = Editor(directions, net.n_latent)
     with torch.no_grad():
@@ -62,16 +57,16 @@ for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run
             xs.append(((t - 0.5) / 0.5).unsqueeze(0).to(device))
         codes = [net.encoder(x) + net.latent_avg for x in xs]  # get_all_latents
         for i, (x, w) in enumerate(zip(xs, codes)):
-            imgs = net.decoder(w, None)
+            imgs = net.synthesize(w)
             res = x - torch.nn.functional.interpolate(imgs.clamp(-1, 1), size=(256, 256), mode="bilinear")
             if attr == "inversion":
                 img_edit, w_edit = imgs, w
             else:
                 w_edit = editor.apply(w, EditSpec(attr, 1.0))
-                img_edit = net.decoder(w_edit, None)
+                img_edit = net.synthesize(w_edit)
             img_edit = torch.nn.functional.interpolate(img_edit.clamp(-1, 1), size=(256, 256), mode="bilinear")
             conditions = net.residue(net.grid_align(torch.cat((res, img_edit), 1)))
-            result = net.decoder(w_edit, conditions)
+            result = net.synthesize(w_edit, conditions)
             arr = ((result[0].clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(1, 2, 0).cpu().numpy()
             Image.fromarray(arr).save(out / f"{attr}_{i:05d}.png")
 '''
@@ -97,10 +92,10 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
     with the model loaded as the CLI loads it."""
     import torch
 
-    from hfgi_cli import io as hio
-    from hfgi_cli.align import align_faces, detect_faces, paste_back
-    from hfgi_cli.api import load_model
-    from hfgi_cli.photo import open_photo
+    from hfgi_cli.align import align_faces, paste_back
+    from hfgi_cli.detect import detect_faces
+    from hfgi_cli.engine import load_model
+    from hfgi_cli.images import image_to_tensor, open_photo, read_image, save_image, tensor_to_image
 
     timings: dict[str, float] = {}
 
@@ -115,14 +110,14 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
         return value
 
     photo_path = SHARED / "data" / "photos" / "astronaut.png"
-    model = clock("load model", load_model, checkpoint, None, device)
+    model = clock("load model", lambda: load_model(checkpoint, device=device)).net
     photo = clock("decode photo (astronaut.png)", open_photo, photo_path)
     landmarks = clock("detect faces (astronaut.png)", detect_faces, photo.image)
     aligned, _ = clock("align face at 1024 (astronaut.png)", align_faces, photo.image, landmarks)
-    images = [clock("decode", hio.read_image, f) for f in faces]
+    images = [clock("decode", read_image, f) for f in faces]
     outs = []
     for start in range(0, len(images), batch):
-        x = torch.stack([hio.image_to_tensor(im) for im in images[start : start + batch]]).to(device)
+        x = torch.stack([image_to_tensor(im) for im in images[start : start + batch]]).to(device)
         with torch.inference_mode():
             codes = clock("encoder", model.latent_codes, x)
             first = clock("generator pass", model.synthesize, codes)
@@ -130,11 +125,11 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
             conditions = clock("ADA + consultation", model.consult, x - low, low)
             outs.append(clock("generator pass", model.synthesize, codes, conditions))
     out = torch.cat(outs)
-    crop = hio.tensor_to_image(out[0].cpu())
+    crop = tensor_to_image(out[0].cpu())
     clock("paste-back (astronaut.png)", paste_back, photo.image, [(crop, aligned[0])])
     with tempfile.TemporaryDirectory() as tmp:
         for i, t in enumerate(out.cpu()):
-            clock("encode + write PNG", hio.save_image, hio.tensor_to_image(t), Path(tmp) / f"{i}.png")
+            clock("encode + write PNG", save_image, tensor_to_image(t), Path(tmp) / f"{i}.png")
     n = len(faces)
     print(f"\nsplit of hfgi's time ({device}, batch {batch}; per face unless the stage names one photo):")
     for name, seconds in timings.items():
@@ -145,6 +140,7 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
 
 
 def main() -> None:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the `hfgi` program sets it (for the split)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--faces", type=int, default=8)
@@ -173,7 +169,7 @@ def main() -> None:
         baseline.write_text(source)
         (tmp / "b").mkdir()
         env = {"PYTHONPATH": str(REPO)}
-        base_env = dict(env) if args.baseline_optimized else {**env, "THP_MEM_ALLOC_ENABLE": "0"}
+        base_env = {**env, "THP_MEM_ALLOC_ENABLE": "1" if args.baseline_optimized else "0"}
         hfgi = [sys.executable, "-m", "hfgi_cli"]
         common = ["--checkpoint", str(checkpoint), "--aligned", "--quiet", "--device", args.device, "--overwrite"]
         if args.batch_size:

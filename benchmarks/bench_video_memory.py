@@ -32,18 +32,16 @@ sys.path.insert(0, str(REPO))
 def child(args: argparse.Namespace) -> None:
     import torch
 
+    from hfgi_cli import load_model
     from hfgi_cli import video as hv
-    from hfgi_cli.edits import Editor
-    from hfgi_cli.models.hfgi import HFGI
-    from hfgi_cli.pipeline import pick_device
+    from hfgi_cli.edits import EditSpec
 
     torch.set_num_threads(args.threads)
-    model = HFGI.from_checkpoint(args.checkpoint, device=pick_device(args.device))
-    editor = Editor(args.directions, model.n_latent, model.config.style_dim)
-    opts = hv.VideoOptions("smile", 2.0, batch_size=args.batch_size, precision=args.precision)
+    model = load_model(args.checkpoint, device=args.device, precision=args.precision, directions=args.directions)
+    opts = hv.VideoOptions(EditSpec("smile", 2.0), batch_size=args.batch_size)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    result = hv.edit_video(model, editor, args.clip, Path(args.out), opts)
+    result = hv.edit_video(model, args.clip, Path(args.out), opts)
     seconds = time.perf_counter() - start
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     print(json.dumps({
@@ -57,7 +55,8 @@ def make_inputs(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, dict[i
     import torch
     from PIL import Image
 
-    from hfgi_cli.align import detect_faces, face_quad
+    from hfgi_cli.align import face_quad
+    from hfgi_cli.detect import detect_faces
     from hfgi_cli.models.hfgi import SMALL_CONFIG, ModelConfig, make_random_checkpoint
     from tests.video_clips import make_clip, write_mp4
 

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hfgi_cli.edits import interfacegan_edit  # noqa: E402
+from hfgi_cli.engine import Runtime  # noqa: E402
 from hfgi_cli.models import ops  # noqa: E402
 from hfgi_cli.models.hfgi import HFGI, ModelConfig, make_random_checkpoint  # noqa: E402
-from hfgi_cli.models.stylegan2 import ModulatedConv2d  # noqa: E402
-from hfgi_cli.pipeline import autocast_context, configure_backends  # noqa: E402
+from hfgi_cli.models.stylegan2 import Form  # noqa: E402
 
 TFLOP_INVERSION = 0.5
 TFLOP_EDIT = 0.65
@@ -33,20 +33,12 @@ PEAK_TFLOPS = {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0}  # H100 SXM dense (fp
 
 
 def load(checkpoint: str | None, device: torch.device) -> HFGI:
+    """As load_model loads it: the device's form."""
     if checkpoint:
         return HFGI.from_checkpoint(checkpoint, device=device)
-    model = HFGI(ModelConfig())
+    model = HFGI(ModelConfig(), Form.for_device(device.type))
     model.load_published_state(make_random_checkpoint(None, ModelConfig(), seed=0))
-    model = model.to(device).eval()
-    model.tune_for(device.type)  # as from_checkpoint does
-    return model
-
-
-def set_grouped(model: HFGI, grouped: bool) -> None:
-    """Per-sample grouped convolutions (the published form) or our shared-weight form."""
-    for module in model.decoder.modules():
-        if isinstance(module, ModulatedConv2d):
-            module.grouped = grouped
+    return model.to(device).eval()
 
 
 def timed(fn, iters: int) -> float:
@@ -75,28 +67,25 @@ def main() -> None:
     ops._cuda_ops()
     print(ops.cuda_ops_status(), flush=True)
 
-    def invert(x: torch.Tensor, precision: str) -> torch.Tensor:
-        with torch.inference_mode(), autocast_context(device, precision):
-            enc = model.encode(x)
-            return model.decode(enc["latent"], enc["distortion"], enc["low_res"])
+    def invert(x: torch.Tensor, precision: str, net: HFGI = model) -> torch.Tensor:
+        with Runtime(device, precision).session():
+            enc = net.encode(x)
+            return net.decode(enc["latent"], enc["distortion"], enc["low_res"])
 
-    def edit(x: torch.Tensor, precision: str) -> torch.Tensor:
-        with torch.inference_mode(), autocast_context(device, precision):
-            enc = model.encode(x)
-            return model.decode(interfacegan_edit(enc["latent"], direction, 2.0), enc["distortion"])
+    def edit(x: torch.Tensor, precision: str, net: HFGI = model) -> torch.Tensor:
+        with Runtime(device, precision).session():
+            enc = net.encode(x)
+            return net.decode(interfacegan_edit(enc["latent"], direction, 2.0), enc["distortion"])
 
     # the published procedure: batch 1, fp32, per-sample grouped convolutions, no reuse
-    configure_backends(device, "fp32")
-    set_grouped(model, True)
+    grouped = model.with_form(Form("grouped", False, "cuda", "cuda"))
     x1 = torch.rand(1, 3, 256, 256, device=device) * 2 - 1
-    base_inv = timed(lambda: invert(x1, "fp32"), args.iters)
-    base_edit = timed(lambda: edit(x1, "fp32"), args.iters)
-    set_grouped(model, False)
+    base_inv = timed(lambda: invert(x1, "fp32", grouped), args.iters)
+    base_edit = timed(lambda: edit(x1, "fp32", grouped), args.iters)
     print(f"published loop (b1 fp32 grouped): {1 / base_inv:7.2f} inversions/s  {1 / base_edit:7.2f} edits/s")
     print(f"{'precision':>9} {'batch':>5} {'inv/s':>8} {'edit/s':>8} {'x base':>7} {'TFLOP/s':>8} {'% peak':>7}")
     reference: dict[int, torch.Tensor] = {}
     for precision in args.precisions.split(","):
-        configure_backends(device, precision)
         for batch in (int(b) for b in args.batches.split(",")):
             x = torch.rand(batch, 3, 256, 256, device=device, generator=torch.Generator(device).manual_seed(1)) * 2 - 1
             t_inv = timed(lambda x=x, p=precision: invert(x, p), args.iters) / batch

@@ -62,10 +62,10 @@ def run_op(kind: str, x, extra, bias, use_cuda: bool):
         kernel, up, down, pad = extra
         k = kernel.to(x.device, x.dtype)
         if use_cuda:
-            return ops.upfirdn2d(x, k, up, down, pad)
+            return ops.upfirdn2d(x, k, up, down, pad, impl="cuda")
         return ops.upfirdn2d_reference(x, k, up, down, pad)
     if use_cuda:
-        return ops.fused_leaky_relu(x, bias)
+        return ops.fused_leaky_relu(x, bias, impl="cuda")
     return ops.fused_leaky_relu_reference(x, bias)
 
 

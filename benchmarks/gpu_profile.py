@@ -15,8 +15,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hfgi_cli.edits import interfacegan_edit  # noqa: E402
+from hfgi_cli.engine import Runtime  # noqa: E402
 from hfgi_cli.models.hfgi import HFGI, ModelConfig, make_random_checkpoint  # noqa: E402
-from hfgi_cli.pipeline import autocast_context, configure_backends  # noqa: E402
+from hfgi_cli.models.stylegan2 import Form  # noqa: E402
 
 
 def main() -> None:
@@ -25,15 +26,15 @@ def main() -> None:
     ap.add_argument("--precision", default="fp16")
     args = ap.parse_args()
     device = torch.device("cuda")
-    model = HFGI(ModelConfig())
+    model = HFGI(ModelConfig(), Form.for_device("cuda"))
     model.load_published_state(make_random_checkpoint(None, ModelConfig(), seed=0))
     model = model.to(device).eval()
-    configure_backends(device, args.precision)
+    runtime = Runtime(device, args.precision)
     x = torch.rand(args.batch, 3, 256, 256, device=device) * 2 - 1
     direction = torch.randn(1, 512, device=device)
 
     def edit() -> None:
-        with torch.inference_mode(), autocast_context(device, args.precision):
+        with runtime.session():
             enc = model.encode(x)
             model.decode(interfacegan_edit(enc["latent"], direction, 2.0), enc["distortion"])
 

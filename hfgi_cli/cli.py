@@ -1,4 +1,10 @@
-"""The `hfgi` command line: argument parsing and reporting only; the work lives in the library."""
+"""The `hfgi` command line: parsing and reporting only; the work is the library's.
+
+``invert``/``edit`` stream inputs through ``pipeline.Pipeline`` (the engine's stages), ``video``
+calls ``video.edit_video``, ``align`` calls ``crops.align_items``, ``weights`` calls ``weights``.
+Heavy modules (torch, the model, dlib) are imported inside the commands that need them, so
+``hfgi --help`` and ``hfgi weights list`` start at once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +23,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,12 +31,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import io as hio
+from . import __version__
 from . import weights as w
-from .api import load_model
-from .edits import EditError, Editor, EditSpec, check_attribute, list_attributes
-from .models.hfgi import HFGI, CheckpointError
-from .pipeline import Job, Pipeline, RunOptions, RunSummary, autocast_context
+from .interrupt import stop_on_sigint
+
+if TYPE_CHECKING:
+    from .edits import EditSpec
+    from .engine import Model
+    from .pipeline import Job, RunOptions, RunSummary
+
+# Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
+# ruff: noqa: UP045
 
 app = typer.Typer(
     add_completion=False,
@@ -47,7 +59,60 @@ weights_app = typer.Typer(
 )
 app.add_typer(weights_app, name="weights")
 
-err_console = Console(stderr=True)
+EXIT_USAGE = 2
+console = Console(stderr=True)
+"""The one console: progress, notes, errors and summaries go to stderr; stdout is for data."""
+
+
+# ----------------------------------------------------------------------------- reporting
+def error(message: str) -> None:
+    """One plain line on stderr (a file named '[x].jpg' is not markup; no wrapping)."""
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    error(message)
+    raise typer.Exit(code)
+
+
+def progress(quiet: bool, *columns: ProgressColumn) -> Progress:
+    """The one progress bar factory (shown only on a terminal, and not with --quiet)."""
+    columns = columns or (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console, disable=quiet or not console.is_terminal)
+
+
+def write_stdout(line: str) -> None:
+    """Write one line of --json output; if the reader went away (`| head -1`), drop the rest quietly."""
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the run goes on; its reports (and the exit flush) go nowhere
+        os.close(devnull)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"hfgi {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version_callback, help="Print the version and exit."
+    ),
+) -> None:
+    """Edit faces in photos and videos with HFGI (High-Fidelity GAN Inversion, CVPR 2022)."""
+
 
 # ----------------------------------------------------------------------------- shared options
 InputsArg = typer.Argument(
@@ -64,6 +129,12 @@ CheckpointOpt = typer.Option(
 )
 WeightsDirOpt = typer.Option(
     None, "--weights-dir", help="Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
+)
+DirectionsOpt = typer.Option(
+    None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
+)
+DirectionOpt = typer.Option(
+    [], "--direction", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
 )
 BatchOpt = typer.Option(
     None, "--batch-size", "-b", min=1,
@@ -83,126 +154,91 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _print_error(message: str) -> None:
-    """One line on stderr; the message is plain text (a file named '[x].jpg' is not markup)."""
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def _write_stdout(line: str) -> None:
-    """Write one line of --json output; if the reader went away (`| head -1`), drop the rest quietly."""
-    try:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the run goes on; its reports (and the exit flush) go nowhere
-        os.close(devnull)
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet or not err_console.is_terminal,
-        transient=False,
-    )
-
-
-def _load_model_and_editor(
+# ----------------------------------------------------------------------------- model and edits
+def _load(
     checkpoint: Optional[Path],
     weights_dir: Optional[Path],
     directions: Optional[Path],
     device: str,
     precision: str,
+    batch_size: Optional[int],
     edits: list[EditSpec],
-) -> tuple[HFGI, Optional[Editor]]:
+) -> Model:
     """Everything that can refuse a run, checked before any input is touched (exit 2 on failure):
     the precision, the attribute names, the checkpoint, the device, and every edit's direction file."""
-    if precision not in ("fp32", "fp16", "bf16"):
-        fail(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    from .edits import EditError, check_attribute
+    from .engine import load_model
+    from .models.hfgi import CheckpointError
+
     try:
-        for spec in edits:
+        for spec in edits:  # unknown names fail before the checkpoint is read
             if not spec.direction_file:
                 check_attribute(spec.attr)
-        model = load_model(checkpoint, weights_dir, device=device)
-        autocast_context(model.device, precision)  # refuses fp16 on a CPU before any work
-        editor = None
-        if edits:
-            from_folder = [spec.attr for spec in edits if not spec.direction_file]
-            folder = w.resolve_directions_dir(directions, weights_dir, from_folder) if from_folder else None
-            editor = Editor(folder, model.n_latent, model.config.style_dim, model.config.domain)
-            for spec in edits:
-                editor.check(spec)
+        model = load_model(checkpoint, device=device, precision=precision, directions=directions,
+                           weights_dir=weights_dir, batch_size=batch_size)
+        model.edit_specs(edits)
     except (CheckpointError, EditError, w.WeightsError, ValueError) as exc:
         fail(str(exc))
-    return model, editor
+    return model
 
 
-def _run(
-    description: str,
-    inputs: list[str],
-    options: RunOptions,
-    checkpoint: Optional[Path],
-    weights_dir: Optional[Path],
-    directions: Optional[Path],
-    device: str,
-    quiet: bool,
-    as_json: bool,
-) -> NoReturn:
+def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]) -> list[EditSpec]:
+    from .edits import EditSpec
+
+    wanted: list[tuple[str, Optional[str]]] = [(a, None) for a in attrs] + [(p.stem, str(p)) for p in directions]
+    if not wanted:
+        fail("give at least one --attr NAME (see --list-attrs) or --direction FILE")
+    if len(strengths) == 1 and len(wanted) > 1:
+        strengths = strengths * len(wanted)
+    if not strengths:
+        strengths = [1.0] * len(wanted)
+    if len(strengths) != len(wanted):
+        fail(f"{len(wanted)} edits but {len(strengths)} --strength values; give one per edit (or one for all)")
+    specs = [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
+    labels = [s.label for s in specs]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        fail(f"the same edit is asked for twice ({', '.join(twice)})")
+    return specs
+
+
+# ----------------------------------------------------------------------------- invert / edit
+def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
+         as_json: bool) -> NoReturn:
     """Load the model, check every edit up front, then stream the inputs through the pipeline."""
-    labels = [spec.label for spec in options.edits]
-    if len(set(labels)) != len(labels):
-        fail(f"the same edit is asked for twice ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))})")
-    items, problems = hio.collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
-    model, editor = _load_model_and_editor(checkpoint, weights_dir, directions, device, options.precision,
-                                           options.edits)
-    if not options.batch_size:
-        options.batch_size = 1 if model.device.type == "cpu" else 8
+    from .inputs import collect_inputs
+    from .pipeline import Pipeline
+
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
+    model = _load(**model_args, edits=options.edits)
     for problem in problems:
-        _print_error(problem)
+        error(problem)
         if as_json:
-            report = {"input": getattr(problem, "path", problem), "outputs": [], "faces": 0, "status": "error",
-                      "error": str(problem), "seconds": 0.0}
-            _write_stdout(json.dumps(report) + "\n")
+            write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
+                                     "error": str(problem), "seconds": 0.0}) + "\n")
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
-    pipeline = Pipeline(model, editor, options)
-    jobs = [Job(item) for item in items]
     lock = threading.Lock()
-    with _progress(quiet) as progress:
-        task = progress.add_task(description, total=len(jobs), rate="")
+    with progress(quiet) as bar:
+        task = bar.add_task(description, total=len(items), rate="")
 
         def on_done(job: Job) -> None:
             with lock:
-                for note in job.notes:
-                    progress.console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+                for line in job.notes:
+                    note(f"note: {line}")
                 if job.status == "error":
-                    _print_error(str(job.error))
+                    error(str(job.error))
                 if as_json:
-                    _write_stdout(json.dumps(job.report()) + "\n")
-                progress.advance(task)
-                elapsed = progress.tasks[task].elapsed or 0.0
-                done = progress.tasks[task].completed
+                    write_stdout(json.dumps(job.report()) + "\n")
+                bar.advance(task)
+                elapsed, done = bar.tasks[task].elapsed or 0.0, bar.tasks[task].completed
                 if elapsed > 0:
-                    progress.update(task, rate=f"{done / elapsed:.2f} img/s")
+                    bar.update(task, rate=f"{done / elapsed:.2f} img/s")
 
-        summary = pipeline.run(jobs, on_done)
+        summary = Pipeline(model, options).run(items, on_done)
     _print_summary(summary, quiet, extra_failures=len(problems))
-    code = summary.exit_code
-    if code == 0 and problems:
-        code = 1
-    raise typer.Exit(code)
+    raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
 
 
 def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) -> None:
@@ -218,10 +254,9 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
     if summary.interrupted:
         parts.append(f"{counts.get('pending', 0)} not started (interrupted)")
     if not quiet or failed or summary.interrupted:
-        err_console.print(", ".join(parts), highlight=False)
+        note(", ".join(parts))
 
 
-# ----------------------------------------------------------------------------- commands
 @app.command(
     epilog="Example: hfgi invert photos/ -o out   |   hfgi invert crops/ -o out --aligned --batch-size 8",
 )
@@ -246,14 +281,19 @@ def invert(
     (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
     resolution reconstruction of the crop) and OUT/<name>.pt.
     """
-    options = RunOptions(out, [], batch_size=batch_size or 0, aligned=aligned, overwrite=overwrite,
-                         precision=precision, save_crops=save_crops, max_faces=max_faces)
-    _run("invert", inputs, options, checkpoint, weights_dir, None, device, quiet, as_json)
+    from .pipeline import RunOptions
+
+    options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces)
+    model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
+                      precision=precision, batch_size=batch_size)
+    _run("invert", inputs, options, model_args, quiet, as_json)
 
 
 def _list_attrs_callback(value: bool) -> None:
     if not value:
         return
+    from .edits import list_attributes
+
     table = Table(title="Edit attributes")
     for col in ("attribute", "kind", "default range"):
         table.add_column(col)
@@ -273,12 +313,8 @@ def edit(
     strength: list[float] = typer.Option(
         [], "--strength", "-s", help="Strength for each --attr/--direction, in order (one value: for all)."
     ),
-    direction: list[Path] = typer.Option(
-        [], "--direction", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
-    ),
-    directions: Optional[Path] = typer.Option(
-        None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
-    ),
+    direction: list[Path] = DirectionOpt,
+    directions: Optional[Path] = DirectionsOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
     batch_size: Optional[int] = BatchOpt,
@@ -299,181 +335,16 @@ def edit(
     Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
     pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
     """
+    from .pipeline import RunOptions
+
     specs = _edit_specs(attr, strength, direction)
-    options = RunOptions(out, specs, batch_size=batch_size or 0, aligned=aligned, overwrite=overwrite,
-                         precision=precision, save_crops=save_crops, max_faces=max_faces)
-    _run("edit", inputs, options, checkpoint, weights_dir, directions, device, quiet, as_json)
+    options = RunOptions(out, specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces)
+    model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
+                      precision=precision, batch_size=batch_size)
+    _run("edit", inputs, options, model_args, quiet, as_json)
 
 
-def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]) -> list[EditSpec]:
-    wanted: list[tuple[str, str | None]] = [(a, None) for a in attrs] + [(p.stem, str(p)) for p in directions]
-    if not wanted:
-        fail("give at least one --attr NAME (see --list-attrs) or --direction FILE")
-    if len(strengths) == 1 and len(wanted) > 1:
-        strengths = strengths * len(wanted)
-    if not strengths:
-        strengths = [1.0] * len(wanted)
-    if len(strengths) != len(wanted):
-        fail(f"{len(wanted)} edits but {len(strengths)} --strength values; give one per edit (or one for all)")
-    return [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
-
-
-WEIGHTS_DIR_HELP = "Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache)."
-EXIT_WEIGHTS = 2
-
-# Typer reads these annotations at run time, so they stay typing.Optional/List for Python 3.9.
-WeightsDirOption = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP, file_okay=False)
-
-
-def _weights_fail(exc: Exception) -> typer.Exit:
-    """One plain line on stderr (no rich wrapping, no traceback) and the weights exit status."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(EXIT_WEIGHTS)
-
-
-def _human(size: Optional[int]) -> str:  # noqa: UP045
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
-
-
-@weights_app.command("path", epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
-def weights_path(weights_dir: Optional[Path] = WeightsDirOption) -> None:  # noqa: UP045
-    """Print the weights folder in use (it may not exist yet)."""
-    typer.echo(str(w.resolve_weights_dir(weights_dir)))
-
-
-@weights_app.command("list", epilog="Example: hfgi weights list --weights-dir ./weights")
-def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:  # noqa: UP045
-    """Show every model file: present or missing, size, and whether it checks out."""
-    folder, why = w.locate_weights_dir(weights_dir)
-    table = Table(title=f"model files in {folder}", caption=f"folder chosen by: {why}")
-    table.add_column("name", no_wrap=True)
-    table.add_column("file", overflow="fold")
-    table.add_column("present", no_wrap=True)
-    table.add_column("size", no_wrap=True, justify="right")
-    table.add_column("verified", overflow="fold", min_width=12)
-    packages = {p.name: p.package for p in w.load_manifest().packaged}
-    for row in w.list_files(weights_dir):
-        if row.name in packages:
-            shown = f"packaged: {packages[row.name]}"
-        else:
-            shown = str(row.path.relative_to(folder)) if row.path else "-"
-        present = "[green]present[/]" if row.present else "[red]missing[/]"
-        verified = f"[red]{row.verified}[/]" if row.verified.startswith("BAD") else row.verified
-        table.add_row(row.name, shown, present, _human(row.size), verified)
-    Console().print(table)
-
-
-def _download_progress(quiet: bool) -> Progress:
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-    )
-
-
-@weights_app.command(
-    "download",
-    epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi",
-)
-def weights_download(
-    names: Optional[list[str]] = typer.Argument(  # noqa: UP045
-        None, help="Files to fetch (see `hfgi weights list`); default: every missing one."
-    ),
-    weights_dir: Optional[Path] = WeightsDirOption,  # noqa: UP045
-    force: bool = typer.Option(False, "--force", help="Fetch again even if the file is present."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-) -> None:
-    """Fetch model files, resuming an interrupted download; only checked files are kept."""
-    folder = w.resolve_weights_dir(weights_dir)
-    manifest = w.load_manifest()
-    try:
-        entries = [manifest.get(n) for n in names] if names else [
-            manifest.get(n) for n in w.missing_names(weights_dir)
-        ]
-    except w.WeightsError as exc:
-        raise _weights_fail(exc) from None
-    if not entries:
-        typer.echo(f"all model files are present in {folder}")
-        return
-    failed = 0
-    with _download_progress(quiet) as progress:
-        for entry in entries:
-            dest = folder / entry.path
-            if dest.is_file() and not force:
-                typer.echo(f"{entry.name}: already present at {dest} (use --force to fetch it again)")
-                continue
-            task = progress.add_task(entry.name, total=entry.size)
-
-            def report(done: int, total: Optional[int], task: int = task) -> None:  # noqa: UP045
-                progress.update(task, completed=done, total=total)
-
-            try:
-                path = w.download(entry, folder, force=force, on_progress=report)
-                result = w.verify_file(path, entry)
-            except w.NetworkError as exc:
-                progress.stop()
-                raise _weights_fail(exc) from None
-            except w.WeightsError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                failed += 1
-                continue
-            typer.echo(f"{entry.name}: saved {path} ({result.status})")
-    if failed:
-        raise typer.Exit(EXIT_WEIGHTS)
-
-
-@weights_app.command(
-    "verify",
-    epilog="Example: hfgi weights verify hfgi_ffhq   |   hfgi weights verify ~/Downloads/my_ckpt.pt",
-)
-def weights_verify(
-    file: Optional[str] = typer.Argument(  # noqa: UP045
-        None, help="A manifest name or a file path; default: every present file in the weights folder."
-    ),
-    weights_dir: Optional[Path] = WeightsDirOption,  # noqa: UP045
-) -> None:
-    """Check files: SHA-256 where known, and structure (checkpoint keys and shapes, direction shapes)."""
-    folder = w.resolve_weights_dir(weights_dir)
-    manifest = w.load_manifest()
-    by_path = {(folder / e.path).absolute(): e for e in manifest.files}
-    if file is None:
-        targets = [(folder / e.path, e) for e in manifest.files if (folder / e.path).is_file()]
-        if not targets:
-            raise _weights_fail(w.WeightsMissingError(
-                f"no model files in {folder}; fetch them with `{w.fetch_command([], weights_dir)}`"
-            ))
-    elif file in manifest.names:
-        entry = manifest.get(file)
-        targets = [(folder / entry.path, entry)]
-    else:
-        path = Path(file).expanduser()
-        targets = [(path, by_path.get(path.absolute()))]
-    failed = 0
-    for path, entry in targets:
-        label = entry.name if entry else str(path)
-        try:
-            result = w.verify_file(path, entry)
-        except w.WeightsError as exc:
-            typer.echo(f"error: {entry.name + ': ' if entry else ''}{exc}", err=True)
-            failed += 1
-            continue
-        typer.echo(f"{label}: {result.status} ({result.kind}, {result.detail})")
-    if failed:
-        raise typer.Exit(EXIT_WEIGHTS)
-
-
+# ----------------------------------------------------------------------------- align
 @app.command(
     "align",
     help=(
@@ -481,6 +352,7 @@ def weights_verify(
         "<stem>_<k>.json sidecar.\n\n"
         "k counts the faces of one photo from 0, left to right, even when there is only one face. "
         "Faces smaller than an 80 px square (eyes to mouth under ~22 px) are skipped with a note. "
+        "Folders are searched recursively and laid out under OUT as for `hfgi invert`. "
         "A photo without a usable face is reported on stderr (\"no face found in X\"); "
         "the run goes on and exits with status 1."
     ),
@@ -492,43 +364,31 @@ def weights_verify(
     ),
 )
 def align_command(
-    inputs: list[Path] = typer.Argument(
-        ..., exists=True, help="Photos, or folders of photos (sorted, not recursive)."
-    ),
+    inputs: list[str] = typer.Argument(..., help="Photos, or folders of photos, or - for paths on stdin."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the crops (created if missing)."),
     size: int = typer.Option(1024, "--size", min=16, help="Side of the aligned crops in pixels."),
-    max_faces: Optional[int] = typer.Option(  # noqa: UP045 (typer evaluates it on py3.9)
+    max_faces: Optional[int] = typer.Option(
         None, "--max-faces", min=1, help="Keep at most N faces per photo (the largest ones)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QuietOpt,
 ) -> None:
-    """Thin wrapper: the work is ``hfgi_cli.align.align_paths``."""
-    from .align import align_paths, collect_images
+    from .crops import align_items
+    from .inputs import collect_inputs
 
-    paths = collect_images(inputs)
-    show = not quiet and err_console.is_terminal
-    with Progress(console=err_console, disable=not show, transient=True) as progress:
-        task = progress.add_task("aligning", total=len(paths))
-
-        def note(msg: str) -> None:
-            if show:
-                progress.console.print(msg, markup=False, highlight=False)
-            else:
-                print(msg, file=sys.stderr, flush=True)
-
-        report = align_paths(
-            paths,
-            out,
-            size,
-            max_faces=max_faces,
-            on_note=note,
-            on_photo_done=lambda _path: progress.advance(task),
-        )
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=out, latents=False)
+    for problem in problems:
+        error(problem)
+    with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task("aligning", total=len(items))
+        report = align_items(items, out, size, max_faces=max_faces, on_note=note,
+                             on_photo_done=lambda _path: bar.advance(task))
     if not quiet:
-        print(f"wrote {len(report.written)} face(s) from {len(paths)} photo(s) to {out}", file=sys.stderr)
-    if report.failed:
+        note(f"wrote {len(report.written)} face(s) from {len(items)} photo(s) to {out}")
+    if report.failed or problems:
         raise typer.Exit(1)
 
+
+# ----------------------------------------------------------------------------- video
 @app.command(
     "video",
     help=(
@@ -555,16 +415,17 @@ def align_command(
 def video_command(
     input: Path = typer.Argument(..., help="Video file, GIF, folder of frames, or OUTPUT.pt of an earlier run."),
     out: Path = typer.Option(..., "-o", "--out", help="Output video (.mp4); OUTPUT.pt is written beside it."),
-    attr: str = typer.Option(..., "--attr", "-a", help="Attribute to edit (see `hfgi edit --list-attrs`)."),
+    attr: Optional[str] = typer.Option(None, "--attr", "-a", help="Attribute to edit (see `hfgi edit --list-attrs`)."),
+    direction: Optional[Path] = typer.Option(
+        None, "--direction", help="Custom direction file instead of --attr (.pt/.npy; 512, 1x512 or n_latent x 512)."
+    ),
     strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength, the same on every frame."),
     strength_ramp: Optional[str] = typer.Option(
         None, "--strength-ramp", metavar="A:B", help="Strength changing linearly from A (first frame) to B (last)."
     ),
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
-    directions: Optional[Path] = typer.Option(
-        None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
-    ),
+    directions: Optional[Path] = DirectionsOpt,
     batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per model batch."),
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
@@ -578,9 +439,6 @@ def video_command(
     fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of a folder of frames (default 25)."),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Thin wrapper: the work is ``hfgi_cli.video.edit_video``."""
-    from . import video as hv
-
     ramp = None
     if strength_ramp is not None:
         try:
@@ -592,59 +450,206 @@ def video_command(
         ramp = (a, b)
     elif strength is None:
         fail("give --strength S (or --strength-ramp A:B)")
+    if (attr is None) == (direction is None):
+        fail("give one edit: --attr NAME or --direction FILE")
     if out.suffix.lower() != ".mp4":
         fail(f"-o {out}: the output must be an .mp4 file")
     if not input.exists():
         fail(f"{input}: no such file or folder", code=1)
-    options = hv.VideoOptions(attr, strength or 0.0, ramp, batch_size=batch_size, precision=precision,
-                              smooth_window=smooth_window, latent_smooth=latent_smooth, fps=fps)
-    model, editor = _load_model_and_editor(checkpoint, weights_dir, directions, device, precision,
-                                           [EditSpec(attr, 0.0)])
-    assert editor is not None
+    (spec,) = _edit_specs([attr] if attr else [], [strength or 0.0], [direction] if direction else [])
+    model = _load(checkpoint, weights_dir, directions, device, precision, None, [spec])
+
+    from . import video as hv
+    from .inputs import InputError
+
+    options = hv.VideoOptions(spec, ramp, batch_size=batch_size, smooth_window=smooth_window,
+                              latent_smooth=latent_smooth, fps=fps)
     from_latents = input.is_file() and input.suffix.lower() == ".pt"
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, disable=quiet or not err_console.is_terminal,
-    )
+    run = hv.edit_video_from_latents if from_latents else hv.edit_video
+    stop = threading.Event()
     try:
-        with progress:
-            task = progress.add_task("video", total=None, rate="")
+        with stop_on_sigint(stop), progress(
+            quiet, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("frames {task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        ) as bar:
+            task = bar.add_task("video", total=None, rate="")
 
             def report(done: int, total: Optional[int]) -> None:
-                elapsed = progress.tasks[task].elapsed or 0.0
-                rate = f"{done / elapsed:.1f} frames/s" if elapsed > 0 else ""
-                progress.update(task, completed=done, total=max(total, done) if total else None, rate=rate)
+                elapsed = bar.tasks[task].elapsed or 0.0
+                rate = f"{done / elapsed:.1f}/s" if elapsed > 0 else ""
+                bar.update(task, completed=done, total=max(total, done) if total else None, rate=rate)
 
-            run = hv.edit_video_from_latents if from_latents else hv.edit_video
-            result = run(model, editor, input, out, options, on_progress=report)
+            result = run(model, input, out, options, on_progress=report, stop=stop)
     except KeyboardInterrupt:
-        err_console.print("interrupted: no output written")
+        note("interrupted: no output written")
         raise typer.Exit(130) from None
-    except hv.VideoError as exc:
+    except (hv.VideoError, InputError) as exc:
         fail(str(exc), code=1)
-    except hio.InputError as exc:
-        fail(str(exc), code=1)
-    except (EditError, ValueError) as exc:
+    except ValueError as exc:
         fail(str(exc))
     if not quiet:
         written = f"{result.output}" + (f" and {result.latents}" if result.latents else "")
         how = "from stored codes, encoder not run" if result.from_latents else f"{result.shots} shot(s)"
-        err_console.print(
-            f"wrote {written}: {result.frames} frames, face edited in {result.faces} "
-            f"(detected in {result.detected}; {how}), audio {'copied' if result.audio else 'none'}, "
-            f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s",
-            highlight=False, soft_wrap=True,
-        )
+        note(f"wrote {written}: {result.frames} frames, face edited in {result.faces} "
+             f"(detected in {result.detected}; {how}), audio {'copied' if result.audio else 'none'}, "
+             f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s")
     if result.faces == 0:
-        err_console.print(f"[red]error:[/] no face found in {input}; the video was written unedited",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        fail(f"no face found in {input}; the video was written unedited", code=1)
 
 
+# ----------------------------------------------------------------------------- weights
+WeightsDirOption = typer.Option(
+    None, "--weights-dir", help="Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache).",
+    file_okay=False,
+)
+
+
+def _human(size: Optional[int]) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+@weights_app.command("path", epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
+def weights_path(weights_dir: Optional[Path] = WeightsDirOption) -> None:
+    """Print the weights folder in use (it may not exist yet)."""
+    typer.echo(str(w.resolve_weights_dir(weights_dir)))
+
+
+@weights_app.command("list", epilog="Example: hfgi weights list --weights-dir ./weights")
+def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:
+    """Show every model file: present or missing, size, and whether its size and SHA-256 check out
+    (`hfgi weights verify` also checks the contents)."""
+    folder, why = w.locate_weights_dir(weights_dir)
+    table = Table(title=f"model files in {folder}", caption=f"folder chosen by: {why}")
+    table.add_column("name", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    table.add_column("present", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("verified", overflow="fold", min_width=12)
+    packages = {p.name: p.package for p in w.load_manifest().packaged}
+    for row in w.list_files(weights_dir):
+        if row.name in packages:
+            shown = f"packaged: {packages[row.name]}"
+        else:
+            shown = str(row.path.relative_to(folder)) if row.path else "-"
+        present = "[green]present[/]" if row.present else "[red]missing[/]"
+        verified = f"[red]{escape(row.verified)}[/]" if row.verified.startswith("BAD") else escape(row.verified)
+        table.add_row(row.name, shown, present, _human(row.size), verified)
+    Console().print(table)
+
+
+@weights_app.command(
+    "download",
+    epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi",
+)
+def weights_download(
+    names: Optional[list[str]] = typer.Argument(
+        None, help="Files to fetch (see `hfgi weights list`); default: every missing one."
+    ),
+    weights_dir: Optional[Path] = WeightsDirOption,
+    force: bool = typer.Option(False, "--force", help="Fetch again even if the file is present."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Fetch model files, resuming an interrupted download; only checked files are kept."""
+    folder = w.resolve_weights_dir(weights_dir)
+    manifest = w.load_manifest()
+    try:
+        entries = [manifest.get(n) for n in (names or w.missing_names(weights_dir))]
+    except w.WeightsError as exc:
+        fail(str(exc))
+    if not entries:
+        typer.echo(f"all model files are present in {folder}")
+        return
+    failed = 0
+    with progress(quiet, TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn()) as bar:
+        for entry in entries:
+            dest = folder / entry.path
+            if dest.is_file() and not force:
+                typer.echo(f"{entry.name}: already present at {dest} (use --force to fetch it again)")
+                continue
+            task = bar.add_task(entry.name, total=entry.size)
+
+            def report(done: int, total: Optional[int], task: Any = task) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                result = w.download(entry, folder, force=force, on_progress=report)
+            except w.NetworkError as exc:
+                bar.stop()
+                fail(str(exc))
+            except w.WeightsError as exc:
+                error(str(exc))
+                failed += 1
+                continue
+            typer.echo(f"{entry.name}: saved {result.path} ({result.status})")
+    if failed:
+        raise typer.Exit(EXIT_USAGE)
+
+
+@weights_app.command(
+    "verify",
+    epilog="Example: hfgi weights verify hfgi_ffhq   |   hfgi weights verify ~/Downloads/my_ckpt.pt",
+)
+def weights_verify(
+    file: Optional[str] = typer.Argument(
+        None, help="A manifest name or a file path; default: every present file in the weights folder."
+    ),
+    weights_dir: Optional[Path] = WeightsDirOption,
+) -> None:
+    """Check files: SHA-256 where known, and structure (checkpoint keys and shapes, direction shapes)."""
+    folder = w.resolve_weights_dir(weights_dir)
+    manifest = w.load_manifest()
+    by_path = {(folder / e.path).absolute(): e for e in manifest.files}
+    if file is None:
+        targets = [(folder / e.path, e) for e in manifest.files if (folder / e.path).is_file()]
+        if not targets:
+            fail(f"no model files in {folder}; fetch them with `{w.fetch_command([], weights_dir)}`")
+    elif file in manifest.names:
+        entry = manifest.get(file)
+        targets = [(folder / entry.path, entry)]
+    else:
+        path = Path(file).expanduser()
+        targets = [(path, by_path.get(path.absolute()))]
+    failed = 0
+    for path, entry in targets:
+        label = entry.name if entry else str(path)
+        try:
+            result = w.verify_file(path, entry)
+        except w.WeightsError as exc:
+            error(f"{entry.name + ': ' if entry else ''}{exc}")
+            failed += 1
+            continue
+        typer.echo(f"{label}: {result.status} ({result.kind}, {result.detail})")
+    if failed:
+        raise typer.Exit(EXIT_USAGE)
+
+
+# ----------------------------------------------------------------------------- the program
 def main() -> None:
+    """The `hfgi` program. As the process's owner (not as a library) it sets, unless the user did:
+
+    - ``THP_MEM_ALLOC_ENABLE=1``: PyTorch's CPU allocator backs large tensors with transparent huge
+      pages; a 1024 px generator pass allocates and frees hundreds of MB per layer, and with 4 KB
+      pages the page faults cost as much as the arithmetic. Read at torch's first allocation, so
+      it is set before torch is imported.
+    - PIL's decompression-bomb limit raised to ``images.MAX_IMAGE_PIXELS`` (~16k x 16k), which
+      ``images.open_image`` enforces itself with a clear message.
+    """
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    from PIL import Image
+
+    from .images import MAX_IMAGE_PIXELS
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         app()
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        note("interrupted")
         sys.exit(130)

@@ -6,8 +6,10 @@ function of the codes, so edits computed from a stored latent equal edits comput
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -87,15 +89,23 @@ def load_ganspace(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: pca[k].float() for k in ("mean", "comp", "std")}
 
 
-def interfacegan_edit(latent: torch.Tensor, direction: torch.Tensor, strength: float) -> torch.Tensor:
+Strength = Union[float, torch.Tensor]
+"""One strength for the batch, or a [B] tensor with one per row."""
+
+
+def interfacegan_edit(latent: torch.Tensor, direction: torch.Tensor, strength: Strength) -> torch.Tensor:
     """W' = W+ + strength * d."""
+    if torch.is_tensor(strength):
+        strength = strength.to(latent).view(-1, 1, 1)
     return latent + strength * direction.to(latent)
 
 
 def ganspace_edit(
-    latent: torch.Tensor, pca: dict[str, torch.Tensor], edit: GanspaceEdit, strength: float = 1.0
+    latent: torch.Tensor, pca: dict[str, torch.Tensor], edit: GanspaceEdit, strength: Strength = 1.0
 ) -> torch.Tensor:
     """Move the component's coordinate (measured on W+ row 0) to ``strength * value`` on rows start:end."""
+    if torch.is_tensor(strength):
+        strength = strength.to(latent)
     comp = pca["comp"][edit.component].reshape(-1).to(latent)
     std = pca["std"][edit.component].to(latent)
     mean = pca["mean"].reshape(-1).to(latent)
@@ -109,16 +119,59 @@ def ganspace_edit(
 
 @dataclass(frozen=True)
 class EditSpec:
-    """One requested output: an attribute (or a custom direction file) and its strength."""
+    """One requested output: a named attribute, a custom direction file or a GANSpace tuple
+    (component, first row, end row, value), and its strength."""
 
     attr: str
     strength: float
     direction_file: str | None = None
+    ganspace: GanspaceEdit | None = None
 
     @property
     def label(self) -> str:
         name = Path(self.direction_file).stem if self.direction_file else self.attr
         return f"{name}{self.strength:+g}"
+
+    @property
+    def key(self) -> str:
+        """What the edit moves along (the same for every strength)."""
+        if self.ganspace is not None:
+            return f"ganspace:{self.ganspace}"
+        return self.direction_file or self.attr
+
+
+Edits = Union[Mapping[Union[str, Path, tuple], float], Sequence[EditSpec], EditSpec, None]
+"""Edits as the Python API takes them: ``{"smile": 2, "age": -1}`` (names; paths of direction
+files; ``(component, start, end, value)`` GANSpace tuples), EditSpecs, or None (inversion)."""
+
+DIRECTION_SUFFIXES = (".pt", ".npy")
+
+
+def as_edit_specs(edits: Edits) -> list[EditSpec]:
+    """Every accepted form of ``Edits`` as a list of EditSpec, in order; nothing is loaded here."""
+    if edits is None:
+        return []
+    if isinstance(edits, EditSpec):
+        return [edits]
+    if not isinstance(edits, Mapping):
+        specs = list(edits)
+        if not all(isinstance(s, EditSpec) for s in specs):
+            raise EditError("edits must be a mapping {name: strength} or a list of EditSpec")
+        return specs
+    specs = []
+    for key, strength in edits.items():
+        if isinstance(key, tuple):
+            try:
+                component, start, end, value = key
+                g = GanspaceEdit(int(component), int(start), int(end), float(value))
+            except (TypeError, ValueError):
+                raise EditError(f"a GANSpace edit is (component, start, end, value), not {key!r}") from None
+            specs.append(EditSpec(f"ganspace{g.component}_{g.start}-{g.end}", float(strength), ganspace=g))
+        elif str(key).lower().endswith(DIRECTION_SUFFIXES):
+            specs.append(EditSpec(Path(key).stem, float(strength), direction_file=str(key)))
+        else:
+            specs.append(EditSpec(str(key), float(strength)))
+    return specs
 
 
 def check_attribute(name: str) -> None:
@@ -150,11 +203,13 @@ class Editor:
         self._resolve(spec)
 
     def _resolve(self, spec: EditSpec) -> object:
-        key = spec.direction_file or spec.attr
+        key = spec.key
         if key in self._cache:
             return self._cache[key]
-        if spec.direction_file:
-            value: object = load_direction(spec.direction_file, self.n_latent, self.style_dim)
+        if spec.ganspace is not None:
+            value: object = load_ganspace(self._folder_file("ganspace", self.pca_file))
+        elif spec.direction_file:
+            value = load_direction(spec.direction_file, self.n_latent, self.style_dim)
         elif spec.attr in INTERFACEGAN:
             value = load_direction(
                 self._folder_file("interfacegan", INTERFACEGAN[spec.attr]), self.n_latent, self.style_dim
@@ -167,8 +222,18 @@ class Editor:
         self._cache[key] = value
         return value
 
-    def apply(self, latent: torch.Tensor, spec: EditSpec) -> torch.Tensor:
-        value = self._resolve(spec)
+    def apply(self, latent: torch.Tensor, spec: EditSpec | Sequence[EditSpec]) -> torch.Tensor:
+        """Edited codes for a batch [B, n_latent, dim]: one spec for every row, or one per row
+        (the same edit at per-row strengths, e.g. a strength ramp over video frames)."""
+        specs = [spec] if isinstance(spec, EditSpec) else list(spec)
+        first = specs[0]
+        if len(specs) == 1:
+            strength: Strength = first.strength
+        else:
+            if len(specs) != latent.shape[0] or any(s.key != first.key for s in specs):
+                raise EditError("per-row edits must be one edit, one strength per row")
+            strength = torch.tensor([s.strength for s in specs], dtype=torch.float32)
+        value = self._resolve(first)
         if isinstance(value, dict):
-            return ganspace_edit(latent, value, GANSPACE[spec.attr], spec.strength)
-        return interfacegan_edit(latent, value, spec.strength)  # type: ignore[arg-type]
+            return ganspace_edit(latent, value, first.ganspace or GANSPACE[first.attr], strength)
+        return interfacegan_edit(latent, value, strength)  # type: ignore[arg-type]

@@ -31,16 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
-from .models.hfgi import (
-    HFGI,
-    CheckpointError,
-    ModelConfig,
-    _describe_keys,
-    config_from_checkpoint,
-    read_checkpoint,
-)
+# torch (and the model) are imported where a file's contents are checked: `hfgi weights path/list`
+# and `hfgi --help` do not need them.
 
 CHECKPOINT = "hfgi_ffhq"
 FACE_DIRECTIONS = ("interfacegan_age", "interfacegan_smile", "interfacegan_pose", "ganspace_ffhq")
@@ -265,10 +257,13 @@ class CheckResult:
     kind: str
     sha_checked: bool
     detail: str
+    structure_checked: bool = True
 
     @property
     def status(self) -> str:
-        return "sha ok" if self.sha_checked else "structure ok"
+        if self.sha_checked:
+            return "sha ok"
+        return "structure ok" if self.structure_checked else "size ok"
 
 
 def sha256_of(path: Path) -> str:
@@ -285,6 +280,8 @@ def _torch_load(path: Path) -> Any:
     Raises pickle.UnpicklingError only for a well-formed torch file that pickles Python objects
     (old training code did that in ``opts``); any other unreadable file is a VerificationError.
     """
+    import torch
+
     is_zip = zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
@@ -297,16 +294,10 @@ def _torch_load(path: Path) -> Any:
     raise VerificationError(f"{path}: {reason}")
 
 
-@lru_cache(maxsize=4)
-def reference_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of our model's state dict, built on the meta device (no memory for weights)."""
-    with torch.device("meta"):
-        model = HFGI(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def check_checkpoint(path: Path) -> Any:
+    """Every key and tensor shape of an HFGI checkpoint against this model; returns its ModelConfig."""
+    from .models.hfgi import CheckpointError, check_published_state, read_checkpoint
 
-
-def check_checkpoint(path: Path) -> ModelConfig:
-    """Every key and tensor shape of an HFGI checkpoint against this model; returns its architecture."""
     path = Path(path)
     try:
         ckpt = _torch_load(path)
@@ -315,41 +306,18 @@ def check_checkpoint(path: Path) -> ModelConfig:
             ckpt = read_checkpoint(path)
         except CheckpointError as exc:
             raise VerificationError(str(exc)) from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+    if not isinstance(ckpt, dict):
         raise VerificationError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
-    if not torch.is_tensor(ckpt.get("latent_avg")):
-        raise VerificationError(f"{path}: not an HFGI checkpoint (no 'latent_avg' tensor)")
     try:
-        config = config_from_checkpoint(ckpt)
-        expected = reference_shapes(config)
-    except Exception as exc:
-        raise VerificationError(f"{path}: unsupported architecture options ({exc})") from None
-    state = ckpt["state_dict"]
-    want = {k: s for k, s in expected.items() if k != "latent_avg"}
-    missing = sorted(set(want) - set(state))
-    unexpected = sorted(set(state) - set(want))
-    if missing or unexpected:
-        parts = [f"missing {len(missing)} keys: {_describe_keys(missing)}"] if missing else []
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys: {_describe_keys(unexpected)}")
-        raise VerificationError(f"{path}: not a checkpoint of this model ({'; '.join(parts)})")
-    wrong = [
-        f"{k} {tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__} vs {s}"
-        for k, s in sorted(want.items())
-        if not torch.is_tensor(state[k]) or tuple(state[k].shape) != s
-    ]
-    if wrong:
-        raise VerificationError(f"{path}: tensor shapes differ from this model ({_describe_keys(wrong, 3)})")
-    avg = ckpt["latent_avg"]
-    rows = 1 if avg.ndim == 1 else avg.shape[0]
-    allowed_rows = (1, config.style_count, config.n_latent)
-    if avg.ndim > 2 or avg.shape[-1] != config.style_dim or rows not in allowed_rows:
-        raise VerificationError(f"{path}: latent_avg has shape {tuple(avg.shape)}")
-    return config
+        return check_published_state(ckpt, str(path))
+    except CheckpointError as exc:
+        raise VerificationError(str(exc)) from None
 
 
 def check_direction(path: Path, value: Any = None, style_dim: int = 512) -> tuple[int, ...]:
     """An InterFaceGAN direction: 512, 1x512, Nx512 or 1xNx512 with N one of the W+ row counts."""
+    import torch
+
     value = _torch_load(Path(path)) if value is None else value
     if not torch.is_tensor(value):
         raise VerificationError(f"{path}: a direction file holds one tensor, not a {type(value).__name__}")
@@ -366,6 +334,8 @@ def check_direction(path: Path, value: Any = None, style_dim: int = 512) -> tupl
 
 def check_pca(path: Path, value: Any = None, style_dim: int = 512) -> int:
     """A GANSpace PCA dict: mean (..512), comp (K..512), std (K); returns K."""
+    import torch
+
     value = _torch_load(Path(path)) if value is None else value
     if not isinstance(value, dict) or not {"mean", "comp", "std"} <= set(value):
         raise VerificationError(f"{path}: not a GANSpace PCA file (needs 'mean', 'comp', 'std')")
@@ -399,8 +369,9 @@ def _check_structure(path: Path, kind: str | None) -> tuple[str, str]:
     return kind, "shape " + "x".join(str(s) for s in check_direction(path, value))
 
 
-def verify_file(path: Path, entry: WeightFile | None = None) -> CheckResult:
-    """Size and SHA-256 (when the manifest knows them), then structure; raises VerificationError."""
+def verify_file(path: Path, entry: WeightFile | None = None, structure: bool = True) -> CheckResult:
+    """Size and SHA-256 (when the manifest knows them), then (``structure``) the contents: keys
+    and shapes of a checkpoint, shapes of a direction; raises VerificationError."""
     path = Path(path)
     if not path.is_file():
         raise WeightsMissingError(f"file not found: {path}")
@@ -412,6 +383,8 @@ def verify_file(path: Path, entry: WeightFile | None = None) -> CheckResult:
         if got != entry.sha256.lower():
             raise VerificationError(f"{path}: SHA-256 {got} differs from the manifest's {entry.sha256}")
         sha_checked = True
+    if not structure:
+        return CheckResult(path, entry.kind if entry else "?", sha_checked, "", structure_checked=False)
     kind, detail = _check_structure(path, entry.kind if entry else None)
     return CheckResult(path, kind, sha_checked, detail)
 
@@ -429,7 +402,8 @@ class FileState:
 
 
 def list_files(weights_dir: Path | None = None) -> list[FileState]:
-    """Every manifest file with its state; checks run (they are cheap: small files, mmap'd checkpoint)."""
+    """Every manifest file with its state: size and SHA-256 where known (cheap: the pinned files are
+    small); the contents are left to ``hfgi weights verify``, so listing needs no torch."""
     folder = resolve_weights_dir(weights_dir)
     manifest = load_manifest()
     rows: list[FileState] = []
@@ -439,7 +413,7 @@ def list_files(weights_dir: Path | None = None) -> list[FileState]:
             rows.append(FileState(entry.name, path, entry.kind, False, entry.size, "-"))
             continue
         try:
-            verified = verify_file(path, entry).status
+            verified = verify_file(path, entry, structure=False).status
         except WeightsError as exc:
             verified = f"BAD: {exc}".replace(f"{path}: ", "")
         rows.append(FileState(entry.name, path, entry.kind, True, path.stat().st_size, verified))
@@ -626,8 +600,8 @@ def download(
     drive_base: str = DRIVE_BASE,
     timeout: float = 30.0,
     retries: int = 2,
-) -> Path:
-    """Fetch one file into ``weights_dir`` and return its final path.
+) -> CheckResult:
+    """Fetch one file into ``weights_dir``; returns the checks it passed (``.path``: where it is).
 
     Bytes go to ``<path>.part``; an interrupted transfer keeps it and the next attempt (in this call,
     up to ``retries`` more times, or the next call) resumes with an HTTP Range request. Only a file
@@ -637,7 +611,7 @@ def download(
     """
     dest = Path(weights_dir) / entry.path
     if dest.is_file() and not force:
-        return dest
+        return verify_file(dest, entry)
     part = dest.with_name(dest.name + ".part")
     if force:
         part.unlink(missing_ok=True)
@@ -662,11 +636,11 @@ def download(
                 ) from None
             attempt += 1
     try:
-        verify_file(part, entry)
+        checked = verify_file(part, entry)
     except WeightsError as exc:
         raise _reject(part, entry, str(exc)) from None
     os.replace(part, dest)
-    return dest
+    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail)
 
 
 def missing_names(weights_dir: Path | None = None) -> list[str]:

@@ -1,15 +1,23 @@
-"""Shared fixtures: project-generated checkpoints (small and full size) and the shared data."""
+"""Shared fixtures: project-generated checkpoints (small and full size) and the shared data.
+
+``run_cli`` runs `hfgi` in this process (Typer's CliRunner); ``run_process`` starts it as a user
+would, for the tests where the process itself matters (signals, pipes, file permissions).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from hfgi_cli.cli import app
 from hfgi_cli.models.hfgi import SMALL_CONFIG, make_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,8 +30,22 @@ REFERENCE = SHARED / "reference"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 900,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """Run `hfgi` in this process; a bug (an exception the CLI does not turn into an exit status)
+    fails the test with its traceback."""
+    result = CliRunner().invoke(app, list(args), input=stdin, env=env, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 900,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `hfgi` as a user would: a separate process, text in and out."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
@@ -57,11 +79,13 @@ def small_directions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seed0_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The parity checkpoint, written by the reference's own make_checkpoint.py (1.2 GB)."""
+def seed0_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The parity checkpoint, written by the reference's own make_checkpoint.py (1.2 GB); deleted
+    at the end of the session, so pytest's kept temp folders do not hold gigabytes."""
     path = tmp_path_factory.mktemp("seed0") / "seed0.pt"
     subprocess.run(
         [sys.executable, str(REFERENCE / "make_checkpoint.py"), str(path), "--seed", "0"], check=True,
         capture_output=True,
     )
-    return path
+    yield path
+    path.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ import scipy.ndimage
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from hfgi_cli import align as A
-from hfgi_cli.photo import open_photo, save_photo
+from hfgi_cli.detect import detect_faces
+from hfgi_cli.images import open_photo, save_photo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PHOTOS = SHARED / "data" / "photos"
@@ -95,7 +96,7 @@ def astronaut() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def astronaut_lm(astronaut: Image.Image) -> np.ndarray:
-    faces = A.detect_faces(astronaut)
+    faces = detect_faces(astronaut)
     assert len(faces) == 1
     return faces[0]
 
@@ -107,7 +108,7 @@ def collage() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def collage_lms(collage: Image.Image) -> list[np.ndarray]:
-    return A.detect_faces(collage)
+    return detect_faces(collage)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,7 +148,7 @@ def test_detection_on_big_photo_uses_full_resolution_landmarks(
     astronaut: Image.Image, astronaut_lm: np.ndarray
 ) -> None:
     big = astronaut.resize((2048, 2048), Image.Resampling.BICUBIC)  # detector sees a 1024 copy
-    faces = A.detect_faces(big)
+    faces = detect_faces(big)
     assert len(faces) == 1
     # landmarks from full-res pixels: close to 4x the small-image landmarks, not quantised to 2 px
     assert np.abs(faces[0] - 4 * astronaut_lm).mean() < 6.0
@@ -285,7 +286,7 @@ def test_max_faces_keeps_the_largest(collage: Image.Image, collage_lms: list[np.
 def _edit_and_save(src: Path, dst: Path) -> tuple[Image.Image, Image.Image, list[A.AlignedFace]]:
     """Open, detect, paste back inverted faces, save: returns (upright before, upright after, faces)."""
     photo = open_photo(src)
-    faces, _ = A.align_faces(photo.image, A.detect_faces(photo.image), 256)
+    faces, _ = A.align_faces(photo.image, detect_faces(photo.image), 256)
     assert len(faces) == 1
     result = A.paste_back(photo.image, [(ImageOps.invert(f.image), f) for f in faces])
     save_photo(photo, result, dst)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hfgi_cli import io as hio
-from hfgi_cli.api import load_model
+from hfgi_cli.engine import load_model
+from hfgi_cli.inputs import collect_inputs
 from hfgi_cli.models.hfgi import SMALL_CONFIG, CheckpointError, make_random_checkpoint, read_checkpoint
 from hfgi_cli.pipeline import Job, Pipeline, RunOptions
 
@@ -68,9 +68,9 @@ def test_usage_errors_stop_before_any_work(small_ckpt: Path, tmp_path: Path, arg
 
 
 def test_a_failing_batch_fails_only_its_inputs(small_ckpt: Path, tmp_path: Path) -> None:
-    model = load_model(small_ckpt, device="cpu")
+    model = load_model(small_ckpt, device="cpu", batch_size=1)
     calls = {"n": 0}
-    real_decode = model.decode
+    real_decode = model.net.decode
 
     def flaky_decode(*args, **kwargs):
         calls["n"] += 1
@@ -78,15 +78,18 @@ def test_a_failing_batch_fails_only_its_inputs(small_ckpt: Path, tmp_path: Path)
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_decode(*args, **kwargs)
 
-    model.decode = flaky_decode  # type: ignore[method-assign]
-    items, _ = hio.collect_inputs([str(p) for p in sorted(FACES.glob("*.jpg"))[:3]])
-    jobs = [Job(item) for item in items]
+    model.net.decode = flaky_decode  # type: ignore[method-assign]
+    items, _ = collect_inputs([str(p) for p in sorted(FACES.glob("*.jpg"))[:3]])
     done: list[Job] = []
-    summary = Pipeline(model, None, RunOptions(tmp_path, [], batch_size=1, io_workers=1)).run(jobs, done.append)
-    assert [j.status for j in jobs] == ["ok", "error", "ok"]
-    assert "out of memory" in jobs[1].error and "--batch-size" in jobs[1].error
+    pipeline = Pipeline(model, RunOptions(tmp_path, [], aligned=True, io_workers=1))
+    summary = pipeline.run(items, done.append)
+    assert [j.status for j in summary.jobs] == ["ok", "error", "ok"]
+    assert "out of memory" in summary.jobs[1].error and "--batch-size" in summary.jobs[1].error
     assert summary.exit_code == 1 and len(done) == 3
     assert not (tmp_path / f"{items[1].rel}.png").exists()
+    # the same pipeline runs again: everything but the failed input is skipped
+    again = pipeline.run(items, done.append)
+    assert [j.status for j in again.jobs] == ["skipped", "ok", "skipped"] and again.exit_code == 0
 
 
 def test_checkpoints_with_python_objects_need_consent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

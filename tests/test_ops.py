@@ -124,8 +124,9 @@ def test_public_functions_on_cpu_use_reference_without_building(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         want = ops.upfirdn2d_reference(x, k, 2, 1, (2, 1))
-        torch.testing.assert_close(ops.upfirdn2d(x, k, up=2, pad=(2, 1)), want)
-        torch.testing.assert_close(ops.fused_leaky_relu(x, b), ops.fused_leaky_relu_reference(x, b))
+        for impl in ("ref", "depthwise", "cuda"):  # "cuda" on a CPU tensor: the plain path, nothing built
+            torch.testing.assert_close(ops.upfirdn2d(x, k, up=2, pad=(2, 1), impl=impl), want)
+        torch.testing.assert_close(ops.fused_leaky_relu(x, b, impl="cuda"), ops.fused_leaky_relu_reference(x, b))
     assert ops.cuda_ops_status() == "untried"
 
 
@@ -151,7 +152,6 @@ def _failing_load(*args, **kwargs):
 
 @pytest.fixture
 def failing_build(monkeypatch):
-    monkeypatch.delenv("HFGI_NO_CUDA_OPS", raising=False)
     monkeypatch.setattr(ops, "_cuda_state", "untried")
     monkeypatch.setattr(ops, "_cuda_module", None)
     _failing_load.calls = 0
@@ -170,10 +170,10 @@ def test_build_failure_falls_back_and_warns_once(failing_build):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        up = ops.upfirdn2d(fx, k, up=2, pad=(2, 1))
-        blur = ops.upfirdn2d(fx, k, pad=(1, 1))
-        act = ops.fused_leaky_relu(fx, b)
-        act2 = ops.fused_leaky_relu(fx, b, 0.1, 1.0)
+        up = ops.upfirdn2d(fx, k, up=2, pad=(2, 1), impl="cuda")
+        blur = ops.upfirdn2d(fx, k, pad=(1, 1), impl="cuda")
+        act = ops.fused_leaky_relu(fx, b, impl="cuda")
+        act2 = ops.fused_leaky_relu(fx, b, 0.1, 1.0, impl="cuda")
 
     runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(runtime) == 1, [str(w.message) for w in caught]
@@ -189,21 +189,21 @@ def test_build_failure_falls_back_and_warns_once(failing_build):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("value", ["1", "true", "yes"])
-def test_env_var_disables_cuda_ops(failing_build, monkeypatch, value):
-    monkeypatch.setenv("HFGI_NO_CUDA_OPS", value)
+@pytest.mark.parametrize("impl", ["ref", "depthwise"])
+def test_plain_impls_never_build_even_on_cuda_tensors(failing_build, impl):
     x = torch.randn(1, 2, 4, 4).as_subclass(_FakeCuda)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = ops.upfirdn2d(x, torch.rand(4, 4), pad=(1, 1))
+        out = ops.upfirdn2d(x, torch.rand(4, 4), pad=(1, 1), impl=impl)
+        ops.modulated_leaky_relu(torch.randn(1, 2, 4, 4).as_subclass(_FakeCuda), None, None, torch.zeros(2))
     assert out.shape == (1, 2, 3, 3)
     assert failing_build.calls == 0
-    assert ops.cuda_ops_status() == "disabled"
+    assert ops.cuda_ops_status() == "untried"
 
 
-def test_env_var_zero_does_not_disable(monkeypatch):
-    monkeypatch.setenv("HFGI_NO_CUDA_OPS", "0")
-    assert not ops._env_flag("HFGI_NO_CUDA_OPS")
+def test_unknown_impl_is_refused():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        ops.upfirdn2d(torch.zeros(1, 1, 4, 4), torch.ones(2, 2), impl="fast")
 
 
 def test_autograd_keeps_reference_path(failing_build):
@@ -211,7 +211,7 @@ def test_autograd_keeps_reference_path(failing_build):
     x = torch.randn(1, 2, 4, 4, requires_grad=True).as_subclass(_FakeCuda)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ops.fused_leaky_relu(x, torch.zeros(2)).sum().backward()
+        ops.fused_leaky_relu(x, torch.zeros(2), impl="cuda").sum().backward()
     assert failing_build.calls == 0
 
 
@@ -256,7 +256,7 @@ def test_cuda_upfirdn2d_matches_reference(case, dtype):
     atol, rtol = TOLS[dtype]
     torch.testing.assert_close(got.double(), want, atol=atol * k.double().abs().sum().item(), rtol=rtol)
     with torch.no_grad():  # and through the public dispatch
-        torch.testing.assert_close(ops.upfirdn2d(x, k, up, down, pad), got, atol=0, rtol=0)
+        torch.testing.assert_close(ops.upfirdn2d(x, k, up, down, pad, impl="cuda"), got, atol=0, rtol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -274,7 +274,7 @@ def test_cuda_fused_bias_act_matches_reference(shape, dtype):
         torch.testing.assert_close(got.double(), want, atol=atol, rtol=rtol)
     with torch.no_grad():
         want = cuda_ops.fused_bias_act(x, b, 0.2, math.sqrt(2.0))
-        torch.testing.assert_close(ops.fused_leaky_relu(x, b), want)
+        torch.testing.assert_close(ops.fused_leaky_relu(x, b, impl="cuda"), want)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -326,8 +326,8 @@ def test_cuda_modulated_act_matches_reference(dtype, shape):
     want = _modulated_tail_unfused(x.double(), demod.double(), noise.double(), bias.double())
     with torch.inference_mode():
         # the op works in place: give each call its own copy (x.to(float32) would alias x)
-        got = ops.modulated_leaky_relu(x.to(dtype, copy=True), demod, noise, bias)
-        got_plain = ops.modulated_leaky_relu(x.to(dtype, copy=True), None, None, bias)
+        got = ops.modulated_leaky_relu(x.to(dtype, copy=True), demod, noise, bias, impl="cuda")
+        got_plain = ops.modulated_leaky_relu(x.to(dtype, copy=True), None, None, bias, impl="cuda")
     atol, rtol = TOLS[dtype]
     torch.testing.assert_close(got.double(), want, atol=atol * 4, rtol=rtol)
     torch.testing.assert_close(got_plain.double(), ops.fused_leaky_relu_reference(x.double(), bias.double()),

@@ -16,6 +16,7 @@ from PIL import Image
 
 from .conftest import DIRECTIONS, REFERENCE, run_cli
 
+pytestmark = pytest.mark.slow
 PARITY = REFERENCE / "parity"
 STEMS = ("00044", "00418", "00418_1024")
 

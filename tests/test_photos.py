@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hfgi_cli.align import photo_mask
-from hfgi_cli.pipeline import FFHQ_SIZE
+from hfgi_cli.engine import FFHQ_SIZE
 
 from .conftest import PHOTOS, run_cli
 

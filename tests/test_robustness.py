@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from hfgi_cli import io as hio
 from hfgi_cli.cli import app
+from hfgi_cli.images import read_image
+from hfgi_cli.latents import LATENT_FORMAT, is_complete_latent
 
 from .conftest import FACES, run_cli
 
@@ -92,7 +93,7 @@ def build_corpus(root: Path) -> None:
     (root / "bomb.png").write_bytes(bomb_png())
     (root / "[draft] broken.png").write_text("[bold]markup[/bold] in a name must not vanish\n")
     (root / "not a latent.pt").write_bytes(b"PK\x03\x04 not a torch file")
-    other = {"latent": torch.zeros(8, 64), "distortion": torch.zeros(3, 256, 256), "format": hio.LATENT_FORMAT}
+    other = {"latent": torch.zeros(8, 64), "distortion": torch.zeros(3, 256, 256), "format": LATENT_FORMAT}
     torch.save(other, root / "other model.pt")
 
 
@@ -115,7 +116,7 @@ def assert_outputs_valid(out: Path) -> list[Path]:
     for p in images:
         with Image.open(p) as im:
             im.load()
-        assert hio.is_complete_latent(p.with_suffix(".pt")), p
+        assert is_complete_latent(p.with_suffix(".pt")), p
     assert len([p for p in files if p.suffix == ".pt"]) == len(images)
     return images
 
@@ -232,11 +233,11 @@ def test_corpus_outputs_complete_and_inputs_untouched(corpus: CorpusRun) -> None
 
 
 def test_odd_encodings_decode_upright_rgb(corpus: CorpusRun) -> None:
-    rotated = hio.read_image(corpus.src / "rotated.jpg")
+    rotated = read_image(corpus.src / "rotated.jpg")
     assert rotated.size == (200, 256)  # EXIF orientation 6 applied
     face = np.asarray(Image.open(FACE_FILES[0]).convert("L"), dtype=np.float64)
     for name in ("gray.png", "sixteen bit.png", "cmyk.jpg", "palette.png"):
-        img = hio.read_image(corpus.src / name)
+        img = read_image(corpus.src / name)
         assert img.mode == "RGB" and img.size == (256, 256)
         assert np.abs(np.asarray(img.convert("L"), dtype=np.float64) - face).mean() < 12, name
 
@@ -300,7 +301,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path, small_ckpt: Path) 
     (out / ".face 00.pt.k1ll3d_y.part").write_bytes(b"PK half")
     keep = out / ".notes.txt.abcd1234.part"  # not an output of ours: left alone
     keep.write_bytes(b"x")
-    proc2 = run_cli(*cli_args(small_ckpt, "invert", str(src), "-o", str(out), "--json"), timeout=120)
+    proc2 = run_cli(*cli_args(small_ckpt, "invert", str(src), "-o", str(out), "--json"))
     assert proc2.returncode == 0, proc2.stderr
     statuses = [r["status"] for r in parse_json_lines(proc2.stdout)]
     assert len(statuses) == 12 and set(statuses) <= {"ok", "skipped"} and "ok" in statuses  # killed mid-way

@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 
 from hfgi_cli import video as hv
-from hfgi_cli.align import detect_faces, face_quad
-from hfgi_cli.api import load_model
-from hfgi_cli.edits import Editor
-from hfgi_cli.models.hfgi import HFGI
+from hfgi_cli.align import face_quad
+from hfgi_cli.detect import detect_faces
+from hfgi_cli.edits import EditSpec
+from hfgi_cli.engine import Model, load_model
+from hfgi_cli.video import edit as vedit
+from hfgi_cli.video import ffmpeg, tracking
 
 from .conftest import PHOTOS, REPO, run_cli
 from .video_clips import Clip, jitter, make_clip, read_mp4, write_mp4
@@ -62,21 +64,22 @@ def edited(moving_clip, small_ckpt: Path, small_directions: Path, tmp_path_facto
 
 
 @pytest.fixture(scope="module")
-def model(small_ckpt: Path) -> HFGI:
-    return HFGI.from_checkpoint(small_ckpt)
+def model(small_ckpt: Path, small_directions: Path) -> Model:
+    return load_model(small_ckpt, device="cpu", directions=small_directions)
 
 
 def ffmpeg_info(path: Path) -> str:
-    return hv.ffmpeg_streams(path)
+    return ffmpeg.ffmpeg_streams(path)
 
 
-def track(frames: list[np.ndarray], window: int = hv.DEFAULT_SMOOTH_WINDOW) -> tuple[np.ndarray, np.ndarray, list]:
+def track(frames: list[np.ndarray], window: int = tracking.DEFAULT_SMOOTH_WINDOW
+          ) -> tuple[np.ndarray, np.ndarray, list]:
     """(smoothed quads, raw quads, shot numbers) from the tracker alone (no model)."""
-    tracker = hv.Tracker(hv.VideoOptions("smile", smooth_window=window))
+    tracker = tracking.Tracker(smooth_window=window)
     smooth, raw, shots = [], [], []
     for _pixels, (_i, vec, shot, _det), det in tracker.run(iter(frames)):
-        smooth.append(hv.vector_quad(vec))
-        raw.append(hv.vector_quad(det))
+        smooth.append(tracking.vector_quad(vec))
+        raw.append(tracking.vector_quad(det))
         shots.append(shot)
     return np.array(smooth), np.array(raw), shots
 
@@ -95,7 +98,7 @@ def test_only_the_face_changes(edited: Path, moving_clip, tmp_path: Path) -> Non
     source, _ = read_mp4(moving_clip[0])
     frames, _ = read_mp4(edited)
     # the codec's own error: the same frames re-encoded with the same settings, no edit
-    writer = hv.H264Writer(tmp_path / "plain.mp4", (320, 240), FPS)
+    writer = ffmpeg.H264Writer(tmp_path / "plain.mp4", (320, 240), FPS)
     for f in source:
         writer.write(f)
     writer.close()
@@ -142,15 +145,14 @@ def test_rerun_from_latents_skips_the_encoder(edited: Path, small_ckpt: Path, sm
     assert record["size"] == [320, 240] and record["checkpoint"] == small_ckpt.name
     assert np.load(edited.with_suffix(".distortion.npy"), mmap_mode="r").shape == (N_MOVING, 3, 256, 256)
     # an encoder that cannot run proves the re-run does not use it
-    model = load_model(small_ckpt, device="cpu")  # as the CLI loads it (per-device modulation form)
+    model = load_model(small_ckpt, device="cpu", directions=small_directions)  # as the CLI loads it
 
     def no_encoder(*args: object) -> None:
         raise AssertionError("the encoder ran")
 
-    model.encoder.forward = no_encoder  # type: ignore[method-assign]
-    editor = Editor(small_directions, model.n_latent, 64)
-    opts = hv.VideoOptions("smile", 2.0, batch_size=8)
-    again = hv.edit_video_from_latents(model, editor, edited.with_suffix(".pt"), tmp_path / "again.mp4", opts)
+    model.net.encoder.forward = no_encoder  # type: ignore[method-assign]
+    opts = hv.VideoOptions(EditSpec("smile", 2.0), batch_size=8)
+    again = hv.edit_video_from_latents(model, edited.with_suffix(".pt"), tmp_path / "again.mp4", opts)
     assert again.from_latents and again.frames == N_MOVING and again.audio
     a, _ = read_mp4(edited)
     b, _ = read_mp4(tmp_path / "again.mp4")
@@ -187,7 +189,7 @@ def test_a_cut_resets_the_smoothing(photo) -> None:
 
 
 def test_gaps_are_filled_from_neighbours() -> None:
-    filler = hv.GapFiller(max_gap=3)
+    filler = tracking.GapFiller(max_gap=3)
     v = lambda x: np.array([x, 0.0, 50.0, 0.0])  # noqa: E731
     pushed = [(0, v(0)), (1, None), (2, None), (3, v(30)), *[(i, None) for i in range(4, 10)], (10, v(30))]
     out = [t for i, vec in pushed for t in filler.push(i, vec)] + filler.finish()
@@ -199,22 +201,18 @@ def test_gaps_are_filled_from_neighbours() -> None:
 
 
 def test_latent_ema_and_strength_ramp() -> None:
-    editing = hv._Editing(None, None, hv.VideoOptions("smile", latent_smooth=0.5, ramp=(-2.0, 2.0)), 5)  # type: ignore[arg-type]
-
-    def frame(i: int, shot: int, value: float) -> hv._Frame:
-        return hv._Frame(i, np.zeros((1, 1, 3), np.uint8), (i, None, shot, True), latent=torch.full((2, 3), value))
-
-    assert [float(editing.smoothed(frame(i, s, v))[0, 0]) for i, s, v in ((0, 0, 0.0), (1, 0, 2.0), (2, 0, 2.0),
-                                                                         (3, 1, 8.0), (5, 1, 4.0))] == [
-        0.0, 1.0, 1.5, 8.0, 4.0]  # restarts at a new shot and after a frame without a face
-    assert [editing.strength(i) for i in range(5)] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    ema = vedit.LatentEMA(0.5)
+    smoothed = [float(ema(i, shot, torch.full((2, 3), value))[0, 0])
+                for i, shot, value in ((0, 0, 0.0), (1, 0, 2.0), (2, 0, 2.0), (3, 1, 8.0), (5, 1, 4.0))]
+    assert smoothed == [0.0, 1.0, 1.5, 8.0, 4.0]  # restarts at a new shot and after a frame without a face
+    opts = hv.VideoOptions(EditSpec("smile", 0.0), ramp=(-2.0, 2.0))
+    assert [vedit.strength_at(opts, i, 5) for i in range(5)] == [-2.0, -1.0, 0.0, 1.0, 2.0]
 
 
 # ------------------------------------------------------------------------------------ other inputs
-def test_gif_and_folder_of_frames(photo, model: HFGI, small_directions: Path, tmp_path: Path) -> None:
+def test_gif_and_folder_of_frames(photo, model: Model, tmp_path: Path) -> None:
     img, quad, anchor = photo
     clip = make_clip(img, quad, anchor, moving, 5, size=(240, 180))
-    editor = Editor(small_directions, model.n_latent, 64)
     gif = tmp_path / "clip.gif"
     pil = [Image.fromarray(f) for f in clip.frames]
     pil[0].save(gif, save_all=True, append_images=pil[1:], duration=100, loop=0)
@@ -223,29 +221,49 @@ def test_gif_and_folder_of_frames(photo, model: HFGI, small_directions: Path, tm
     for k, f in enumerate(pil[:4]):
         f.save(folder / f"{k:04d}.png")
     for src, fps, n in ((gif, 10.0, 5), (folder, 12.0, 4)):
-        opts = hv.VideoOptions("age", 0.0, ramp=(-2.0, 2.0), batch_size=8, fps=None if src == gif else fps,
-                               latent_smooth=0.5)
+        opts = hv.VideoOptions(EditSpec("age", 0.0), ramp=(-2.0, 2.0), batch_size=8,
+                               fps=None if src == gif else fps, latent_smooth=0.5)
         out = tmp_path / f"{src.stem}.mp4"
-        result = hv.edit_video(model, editor, src, out, opts)
+        result = hv.edit_video(model, src, out, opts)
         frames, meta = read_mp4(out)
         assert (len(frames), meta["fps"], tuple(meta["size"])) == (n, fps, (240, 180))
         assert result.faces == n and not result.audio
 
 
-def test_frames_without_a_face_stream_through(model: HFGI, small_directions: Path, tmp_path: Path) -> None:
+def test_direction_file_edits_like_the_named_attribute(photo, small_ckpt: Path, small_directions: Path,
+                                                       tmp_path: Path) -> None:
+    img, quad, anchor = photo
+    clip = make_clip(img, quad, anchor, moving, 4, size=(240, 180))
+    gif = tmp_path / "clip.gif"
+    pil = [Image.fromarray(f) for f in clip.frames]
+    pil[0].save(gif, save_all=True, append_images=pil[1:], duration=100, loop=0)
+    common = ["--checkpoint", str(small_ckpt), "--directions", str(small_directions), "-s", "2", "-q"]
+    named = run_cli("video", str(gif), "-o", str(tmp_path / "named.mp4"), "--attr", "age", *common)
+    custom = run_cli("video", str(gif), "-o", str(tmp_path / "custom.mp4"), "--direction",
+                     str(small_directions / "interfacegan" / "age.pt"), *common)
+    assert named.returncode == 0 and custom.returncode == 0, named.stderr + custom.stderr
+    a, _ = read_mp4(tmp_path / "named.mp4")
+    b, _ = read_mp4(tmp_path / "custom.mp4")
+    assert len(a) == 4 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    both = run_cli("video", str(gif), "-o", str(tmp_path / "both.mp4"), "--attr", "age", "--direction",
+                   str(small_directions / "interfacegan" / "age.pt"), *common)
+    assert both.returncode == 2 and "--attr NAME or --direction FILE" in both.stderr
+
+
+def test_frames_without_a_face_stream_through(model: Model, tmp_path: Path) -> None:
     gif = tmp_path / "empty.gif"
     frames = [Image.new("RGB", (48, 32), (5 * k, 80, 120)) for k in range(40)]
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40)
     done: list[int] = []
-    result = hv.edit_video(model, Editor(small_directions, model.n_latent, 64), gif, tmp_path / "empty.mp4",
-                           hv.VideoOptions("smile", 1.0), on_progress=lambda n, total: done.append(n))
+    result = hv.edit_video(model, gif, tmp_path / "empty.mp4", hv.VideoOptions(EditSpec("smile", 1.0)),
+                           on_progress=lambda n, total: done.append(n))
     assert (result.frames, result.faces) == (40, 0)
     assert max(np.diff([0, *done])) <= 16  # written as they come, not held until a face shows up
     assert len(read_mp4(tmp_path / "empty.mp4")[0]) == 40
 
 
 def test_odd_size_is_padded_to_even(tmp_path: Path) -> None:
-    writer = hv.H264Writer(tmp_path / "odd.mp4", (33, 21), 10.0)
+    writer = ffmpeg.H264Writer(tmp_path / "odd.mp4", (33, 21), 10.0)
     for k in range(3):
         writer.write(np.full((21, 33, 3), 40 * k, np.uint8))
     writer.close()
@@ -264,20 +282,42 @@ def test_usage_errors(tmp_path: Path, small_ckpt: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_ctrl_c_leaves_no_output(moving_clip, small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
+def test_interrupted_run_leaves_no_output(moving_clip, model: Model, tmp_path: Path) -> None:
+    """Whatever stops a run part-way (here Ctrl-C after the first batch is written) removes every
+    temporary file: no partial video, codes or distortion maps."""
+    def interrupt(done: int, total: int | None) -> None:
+        assert list(tmp_path.glob(".out.*")), "the temporaries exist while the run goes on"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hv.edit_video(model, moving_clip[0], tmp_path / "out.mp4", hv.VideoOptions(EditSpec("smile", 1.0)),
+                      on_progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(moving_clip, small_ckpt: Path, small_directions: Path,
+                                                tmp_path: Path) -> None:
+    """The whole process: SIGINT while it is stopped (so it cannot finish first) -> exit 130."""
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
         [sys.executable, "-m", "hfgi_cli", "video", str(moving_clip[0]), "-o", str(out), "--attr", "smile",
-         "--strength", "1", "--checkpoint", str(small_ckpt), "--directions", str(small_directions), "-q"],
+         "--strength", "1", "--checkpoint", str(small_ckpt), "--directions", str(small_directions), "-q",
+         "--batch-size", "1"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(tmp_path.glob(".out.mp4.*")) and proc.poll() is None:
-        time.sleep(0.05)
-    assert list(tmp_path.glob(".out.mp4.*")), "the run never started writing"
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.mp4.*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)  # the run cannot end between the check below and the SIGINT
+    try:
+        running = proc.poll() is None
+        written = list(tmp_path.glob(".out.mp4.*"))
+        proc.send_signal(signal.SIGINT)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
+    if not running or not written:
+        pytest.fail(f"the run was not caught while writing (running={running}): {err[-500:]}")
     assert proc.returncode == 130, err
     assert list(tmp_path.iterdir()) == []

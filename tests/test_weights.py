@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from hfgi_cli import weights as w
 from hfgi_cli.cli import app
-from hfgi_cli.models.hfgi import SMALL_CONFIG, make_random_checkpoint
+from hfgi_cli.models.hfgi import SMALL_CONFIG, ModelConfig, expected_shapes, make_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # beside the repository, here and in CI
@@ -252,7 +252,7 @@ def test_full_download_through_mirror(
     monkeypatch.setenv(w.ENV_MIRROR, server.base + "/")
     seen: list[tuple[int, int | None]] = []
     entry = w.load_manifest().get("interfacegan_pose")
-    path = w.download(entry, tmp_path / "wd", on_progress=lambda d, t: seen.append((d, t)))
+    path = w.download(entry, tmp_path / "wd", on_progress=lambda d, t: seen.append((d, t))).path
     assert path == tmp_path / "wd" / "interfacegan" / "pose.pt"
     assert path.read_bytes() == served["interfacegan/pose.pt"]
     assert seen[-1] == (entry.size, entry.size)
@@ -270,7 +270,7 @@ def test_interrupted_download_resumes_on_next_call(server: _Server, tmp_path: Pa
     part = dest.with_name("ffhq_pca.pt.part")
     assert not dest.exists() and 0 < part.stat().st_size < entry.size
     kept = part.stat().st_size
-    assert w.download(entry, tmp_path, mirror=server.base) == dest
+    assert w.download(entry, tmp_path, mirror=server.base).path == dest
     assert dest.read_bytes() == served[entry.path] and not part.exists()
     assert server.requests[-1][2] == f"bytes={kept}-"
 
@@ -279,7 +279,7 @@ def test_interruption_is_retried_within_one_call(server: _Server, tmp_path: Path
     served = _serve_manifest_directions(server)
     server.drop_first.add("interfacegan/pose.pt")
     entry = w.load_manifest().get("interfacegan_pose")
-    assert w.download(entry, tmp_path, mirror=server.base).read_bytes() == served[entry.path]
+    assert w.download(entry, tmp_path, mirror=server.base).path.read_bytes() == served[entry.path]
     assert [r[2] is not None for r in server.requests] == [False, True]
 
 
@@ -306,7 +306,9 @@ def test_google_drive_confirmation(server: _Server, tmp_path: Path, small_ckpt: 
     server.files["drive"] = small_ckpt.read_bytes()
     server.drive_mode = mode
     entry = w.load_manifest().get(w.CHECKPOINT)
-    path = w.download(entry, tmp_path, mirror="", drive_base=server.base)
+    result = w.download(entry, tmp_path, mirror="", drive_base=server.base)
+    path = result.path
+    assert result.status == "structure ok"  # checked once, before the rename
     assert path.read_bytes() == small_ckpt.read_bytes()
     first, second = server.requests[0], server.requests[1]
     assert first[0] == "/uc" and first[1]["id"] == entry.gdrive_id
@@ -446,7 +448,7 @@ def test_reference_shapes_match_the_published_checkpoint_key_list() -> None:
         key, shape, _dtype = line.split("\t")
         dims = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
         published[key.removeprefix("state_dict.")] = dims
-    assert w.reference_shapes(w.ModelConfig()) == published
+    assert expected_shapes(ModelConfig()) == {k: v for k, v in published.items() if k != "latent_avg"}
 
 
 def test_cli_unknown_name(tmp_path: Path) -> None:

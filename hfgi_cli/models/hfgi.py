@@ -16,11 +16,13 @@ so any number of edits share one encoding.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
 import warnings
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .encoders import Encoder4Editing, ResidualAligner, ResidualEncoder
-from .stylegan2 import Generator
+from .stylegan2 import Form, Generator
 
 ENCODER_INPUT_SIZE = 256
 
@@ -93,7 +95,8 @@ def _load_plain_tensors(path: Path) -> Any:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file into CPU memory, with errors a user can act on."""
+    """Load a checkpoint file into CPU memory, with errors a user can act on (its structure is
+    checked by ``check_published_state``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -114,10 +117,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint ({exc.__class__.__name__})") from None
     except Exception as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+    if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
-    if "latent_avg" not in ckpt or not torch.is_tensor(ckpt["latent_avg"]):
-        raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'latent_avg' tensor)")
     return ckpt
 
 
@@ -126,12 +127,61 @@ def _describe_keys(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-class HFGI(nn.Module):
-    """The four published networks plus ``latent_avg``; loads and runs the published checkpoint."""
+@lru_cache(maxsize=4)
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the published state dict for an architecture (built on the meta device)."""
+    with torch.device("meta"):
+        model = HFGI(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "latent_avg"}
 
-    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+
+def check_published_state(ckpt: dict[str, Any], origin: str = "checkpoint") -> ModelConfig:
+    """The one structure check of a checkpoint (loading and ``hfgi weights verify`` both use it):
+    every key and tensor shape of ``state_dict`` and the shape of ``latent_avg`` against the
+    architecture the file describes. Returns that architecture; raises CheckpointError."""
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{origin}: not an HFGI checkpoint (no 'state_dict' dict inside)")
+    if not torch.is_tensor(ckpt.get("latent_avg")):
+        raise CheckpointError(f"{origin}: not an HFGI checkpoint (no 'latent_avg' tensor)")
+    try:
+        config = config_from_checkpoint(ckpt)
+        want = expected_shapes(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{origin}: unsupported architecture options ({exc})") from None
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    if missing or unexpected:
+        parts = [f"missing {len(missing)} keys: {_describe_keys(missing)}"] if missing else []
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys: {_describe_keys(unexpected)}")
+        raise CheckpointError(f"{origin}: not a checkpoint of this model ({'; '.join(parts)})")
+    wrong = [
+        f"{k} {tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__} vs {s}"
+        for k, s in sorted(want.items())
+        if not torch.is_tensor(state[k]) or tuple(state[k].shape) != s
+    ]
+    if wrong:
+        raise CheckpointError(f"{origin}: tensor shapes differ from this model ({_describe_keys(wrong, 3)})")
+    avg = ckpt["latent_avg"]
+    rows = 1 if avg.ndim == 1 else avg.shape[0]
+    if avg.ndim > 2 or avg.shape[-1] != config.style_dim or not (rows == 1 or rows >= config.n_latent):
+        raise CheckpointError(f"{origin}: latent_avg has shape {tuple(avg.shape)}")
+    return config
+
+
+class HFGI(nn.Module):
+    """The four published networks plus ``latent_avg``; loads and runs the published checkpoint.
+
+    ``form`` is how the generator computes (see ``stylegan2.Form``); it is a value given at
+    construction (``from_checkpoint`` picks the device's best one) and ``with_form`` makes a view
+    of the same weights that computes in another form.
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig(), form: Form = Form()) -> None:
         super().__init__()
         self.config = config
+        self.form = form
         self.encoder = Encoder4Editing(config.style_count, config.style_dim, config.encoder_width)
         self.decoder = Generator(
             config.size, config.style_dim, config.n_mlp, config.channel_multiplier, config.channel_max
@@ -143,28 +193,30 @@ class HFGI(nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> HFGI:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", form: Form | None = None
+    ) -> HFGI:
+        """Load a checkpoint strictly onto ``device``; ``form`` defaults to the device's best one."""
         ckpt = read_checkpoint(path)
-        try:
-            config = config_from_checkpoint(ckpt)
-            with torch.device("meta"):  # no random init: every tensor comes from the file
-                model = cls(config)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: unsupported architecture options ({exc})") from None
+        config = check_published_state(ckpt, str(path))
+        device = torch.device(device)
+        with torch.device("meta"):  # no random init: every tensor comes from the file
+            model = cls(config, form or Form.for_device(device.type))
         model.load_published_state(ckpt, str(path), assign=True)
         model.source = Path(path).name
-        model = model.to(device).eval()
-        model.tune_for(model.device.type)
-        return model
+        return model.to(device).eval()
 
-    def tune_for(self, device_type: str) -> None:
-        """The faster form of the same maths on a device (see ``Generator.tune_for``). On a CPU
-        the encoders also get NHWC inputs, which oneDNN's convs then keep (e4e ~0.55 -> ~0.43 s);
-        their weights stay as they are (converting 0.8 GB of them would cost a second per load)."""
-        self.decoder.tune_for(device_type)
+    def with_form(self, form: Form) -> HFGI:
+        """The same weights (shared, not copied), computed in another form."""
+        view = copy.copy(self)
+        view.__dict__["form"] = form
+        return view
 
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.decoder.channels_last else x
+        """NHWC inputs where the generator runs NHWC (the CPU form): oneDNN's convs then keep that
+        layout (e4e ~0.55 -> ~0.43 s); the weights stay as they are (converting 0.8 GB of them
+        would cost a second per load)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.form.channels_last else x
 
     def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint", assign: bool = False) -> None:
         """Strictly load ``encoder.* decoder.* residue.* grid_align.*`` and ``latent_avg``.
@@ -172,23 +224,10 @@ class HFGI(nn.Module):
         ``assign`` adopts the checkpoint's tensors instead of copying them (for a model built on the
         meta device: no random initialisation, no second copy of 1.2 GB).
         """
+        config = check_published_state(ckpt, origin)
+        if config != self.config:
+            raise CheckpointError(f"{origin}: a checkpoint of another architecture ({config})")
         state = ckpt["state_dict"]
-        expected = {k for k in self.state_dict() if k != "latent_avg"}
-        present = set(state)
-        missing = sorted(expected - present)
-        unexpected = sorted(present - expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} keys: {_describe_keys(missing)}")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} keys: {_describe_keys(unexpected)}")
-            raise CheckpointError(f"{origin}: not a checkpoint of this model ({'; '.join(parts)})")
-        own = self.state_dict()
-        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(expected)
-                 if tuple(state[k].shape) != tuple(own[k].shape)]
-        if wrong:
-            raise CheckpointError(f"{origin}: tensor shapes differ from this model ({_describe_keys(wrong, 3)})")
         for prefix in ("encoder", "decoder", "residue", "grid_align"):
             module: nn.Module = getattr(self, prefix)
             sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
@@ -224,7 +263,7 @@ class HFGI(nn.Module):
     def synthesize(
         self, latent: torch.Tensor, conditions: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        return self.decoder(latent, conditions, randomize_noise=False)
+        return self.decoder(latent, conditions, randomize_noise=False, form=self.form)
 
     @staticmethod
     def to_low_res(image: torch.Tensor) -> torch.Tensor:

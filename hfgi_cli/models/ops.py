@@ -1,15 +1,18 @@
 """StyleGAN2's two custom ops: upfirdn2d and fused bias + leaky ReLU.
 
-Each op has a plain-PyTorch reference path that runs everywhere (CPU, MPS, CUDA) and a CUDA
-kernel compiled with ninja the first time it is needed on a CUDA tensor. If the build fails
-(no compiler, no headers, version skew) we warn once and keep using the reference path, so the
-tool stays correct on every machine and only gets faster where it can.
+Each op takes ``impl``, chosen by the caller (as NVlabs stylegan3's ``impl='ref'|'cuda'``):
+
+- ``"ref"``: the published plain-PyTorch sequence; runs everywhere (CPU, MPS, CUDA).
+- ``"depthwise"`` (upfirdn2d) / ``"inplace"`` (styled-conv tail): the same maths in forms that are
+  faster on a CPU (one grouped convolution; in-place updates of a fresh activation).
+- ``"cuda"``: a kernel compiled with ninja the first time it is needed on a CUDA tensor. Where it
+  cannot run (not a CUDA tensor, autograd needs a backward, the build failed: one warning), the
+  op falls back to its plain-PyTorch form, so the tool stays correct on every machine.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -22,13 +25,9 @@ _SQRT2 = math.sqrt(2.0)
 
 _cuda_lock = threading.Lock()
 _cuda_module: ModuleType | None = None
-_cuda_state = "untried"  # "untried" | "ok" | "failed" | "disabled"
+_cuda_state = "untried"  # "untried" | "ok" | "failed"
 
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _cuda_ops() -> ModuleType | None:
@@ -36,14 +35,11 @@ def _cuda_ops() -> ModuleType | None:
     global _cuda_module, _cuda_state
     if _cuda_state == "ok":
         return _cuda_module
-    if _cuda_state in ("failed", "disabled"):
+    if _cuda_state == "failed":
         return None
     with _cuda_lock:
         if _cuda_state != "untried":
             return _cuda_module
-        if _env_flag("HFGI_NO_CUDA_OPS"):
-            _cuda_state = "disabled"
-            return None
         try:
             from torch.utils.cpp_extension import load
 
@@ -55,7 +51,6 @@ def _cuda_ops() -> ModuleType | None:
                 name="hfgi_stylegan2_ops",
                 sources=[str(src / "ops.cpp"), str(src / "ops_kernel.cu")],
                 extra_cuda_cflags=["--use_fast_math"],
-                verbose=_env_flag("HFGI_VERBOSE_BUILD"),
             )
             _cuda_state = "ok"
         except Exception as exc:  # any build/load failure means: use the reference path
@@ -71,8 +66,13 @@ def _cuda_ops() -> ModuleType | None:
 
 
 def cuda_ops_status() -> str:
-    """Why: benchmarks and `--verbose` runs report which path actually ran."""
+    """Which path the CUDA ops took in this process, for benchmarks: untried | ok | failed."""
     return _cuda_state
+
+
+def _check_impl(impl: str, allowed: tuple[str, ...]) -> None:
+    if impl not in allowed:
+        raise ValueError(f"impl must be one of {', '.join(allowed)}, not {impl!r}")
 
 
 def _use_cuda(x: torch.Tensor, *others: torch.Tensor) -> bool:
@@ -102,9 +102,15 @@ def fused_leaky_relu_reference(
 
 
 def fused_leaky_relu(
-    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = _SQRT2
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    negative_slope: float = 0.2,
+    scale: float = _SQRT2,
+    impl: str = "ref",
 ) -> torch.Tensor:
-    if bias is not None and x.ndim >= 2 and _use_cuda(x, bias):
+    """leaky_relu(x + bias) * scale; ``impl`` "ref" or "cuda"."""
+    _check_impl(impl, ("ref", "cuda"))
+    if impl == "cuda" and bias is not None and x.ndim >= 2 and _use_cuda(x, bias):
         ops = _cuda_ops()
         bias = bias.to(device=x.device, dtype=x.dtype).contiguous()
         return ops.fused_bias_act(x.contiguous(), bias, float(negative_slope), float(scale))
@@ -118,17 +124,20 @@ def modulated_leaky_relu(
     bias: torch.Tensor,
     negative_slope: float = 0.2,
     gain: float = _SQRT2,
+    impl: str = "inplace",
 ) -> torch.Tensor:
     """The tail of a styled conv: leaky_relu(x * demod[n,c] + noise + bias[c]) * gain.
 
     ``x`` must be a fresh activation the caller no longer needs (a conv output): outside autograd
-    it is updated in place, so the tail costs one pass over memory on CUDA and no new buffers on
-    the CPU. ``noise`` is the already-weighted noise map, [1, 1, H, W] (or per sample [N, 1, H, W]).
+    it is updated in place ("inplace"), so the tail costs no new buffers on the CPU and one pass
+    over memory with the "cuda" kernel. ``noise`` is the already-weighted noise map, [1, 1, H, W]
+    (or per sample [N, 1, H, W]).
     """
+    _check_impl(impl, ("inplace", "cuda"))
     n, c = x.shape[:2]
     optional = [t for t in (demod, noise) if t is not None]
     shared_noise = noise is None or noise.shape[0] == 1
-    if x.ndim == 4 and x.is_contiguous() and shared_noise and _use_cuda(x, bias, *optional):
+    if impl == "cuda" and x.ndim == 4 and x.is_contiguous() and shared_noise and _use_cuda(x, bias, *optional):
         empty = x.new_empty(0, dtype=torch.float32)
         return _cuda_ops().modulated_act(
             x,
@@ -233,21 +242,23 @@ def in_layout_of(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return weight.contiguous(memory_format=memory_layout(x))
 
 
-# The published code's CPU upfirdn2d (``upfirdn2d_reference``) instead of the depthwise form:
-# benchmarks set this for their faithful baseline.
-PUBLISHED_CPU_UPFIRDN2D = False
-
-
 def upfirdn2d(
-    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, ...] = (0, 0)
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, ...] = (0, 0),
+    impl: str = "depthwise",
 ) -> torch.Tensor:
-    if x.ndim == 4 and _use_cuda(x, kernel):
+    """Upsample by zero insertion, pad, FIR filter, downsample; ``impl`` "ref", "depthwise" or "cuda"."""
+    _check_impl(impl, ("ref", "depthwise", "cuda"))
+    if impl == "cuda" and x.ndim == 4 and _use_cuda(x, kernel):
         ops = _cuda_ops()
         pad_x0, pad_x1, pad_y0, pad_y1 = (int(p) for p in _pad4(tuple(pad)))
         kernel = kernel.to(device=x.device, dtype=x.dtype).contiguous()
         return ops.upfirdn2d(
             x.contiguous(), kernel, int(up), int(up), int(down), int(down), pad_x0, pad_x1, pad_y0, pad_y1
         )
-    if PUBLISHED_CPU_UPFIRDN2D or x.ndim != 4:
-        return upfirdn2d_reference(x, kernel, up, down, pad)
-    return upfirdn2d_depthwise(x, kernel, up, down, pad)
+    if impl == "depthwise" and x.ndim == 4:
+        return upfirdn2d_depthwise(x, kernel, up, down, pad)
+    return upfirdn2d_reference(x, kernel, up, down, pad)

@@ -8,15 +8,19 @@ Modulated convolutions are computed by modulating the *activations* and convolvi
 weight shared by the whole batch, then demodulating the output. That is the same function as
 the published grouped convolution with a per-sample weight, but it lets a batch run as one
 ordinary convolution (and lets cuDNN pick fast kernels). On a CPU, where batches bring nothing
-(the 1024 px activations outgrow the caches), the literal per-sample weights (``grouped = True``)
-are faster: they skip the two activation-sized multiplications; there activations are also kept
-channels-last (NHWC). ``Generator.tune_for`` chooses.
+(the 1024 px activations outgrow the caches), the literal per-sample weights are faster: they skip
+the two activation-sized multiplications; there activations are also kept channels-last (NHWC).
+
+Which of these forms runs is a ``Form`` value passed to ``Generator.forward`` (``Form.for_device``
+gives the measured best one per device, ``PUBLISHED_FORM`` the published sequence of ops); the
+modules themselves hold weights only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +29,43 @@ from torch.nn import functional as F
 from .ops import fused_leaky_relu, in_layout_of, memory_layout, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
+
+
+@dataclass(frozen=True)
+class Form:
+    """How the generator computes its (one) function; every form gives the same outputs.
+
+    - ``modulation``: "shared" (one weight for the batch, modulated activations) or "grouped"
+      (per-sample modulated weights, the published form).
+    - ``channels_last``: NHWC activations (oneDNN's native layout) instead of NCHW.
+    - ``upfirdn2d``: the blur/upsample op's ``impl`` ("ref", "depthwise" or "cuda", see ``ops``).
+    - ``tail``: the styled conv's demod + noise + bias + activation: "ref" (the published
+      separate ops), "inplace" or "cuda" (fused, see ``ops.modulated_leaky_relu``).
+    """
+
+    modulation: str = "shared"
+    channels_last: bool = False
+    upfirdn2d: str = "depthwise"
+    tail: str = "inplace"
+
+    def __post_init__(self) -> None:
+        if self.modulation not in ("shared", "grouped") or self.tail not in ("ref", "inplace", "cuda"):
+            raise ValueError(f"unknown generator form {self}")
+
+    @classmethod
+    def for_device(cls, device_type: str) -> Form:
+        """The measured fastest form per device. CPU: per-sample weights on NHWC activations
+        with the depthwise blur (1.08 s -> ~0.6 s per 1024 px pass). CUDA: one shared weight
+        for the batch, NCHW (the CUDA kernels read NCHW). Elsewhere (MPS): shared, plain ops."""
+        if device_type == "cpu":
+            return cls("grouped", True, "depthwise", "inplace")
+        if device_type == "cuda":
+            return cls("shared", False, "cuda", "cuda")
+        return cls("shared", False, "depthwise", "inplace")
+
+
+PUBLISHED_FORM = Form("grouped", False, "ref", "ref")
+"""The published code's sequence of ops (rosinality's plain-PyTorch upfirdn2d on a CPU), for baselines."""
 
 
 def make_kernel(taps: Sequence[float]) -> torch.Tensor:
@@ -105,8 +146,8 @@ class Blur(nn.Module):
         self.register_buffer("kernel", make_kernel(BLUR_KERNEL) * upsample_factor**2)
         self.pad = pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+    def forward(self, x: torch.Tensor, impl: str = "depthwise") -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad, impl=impl)
 
 
 class Upsample(nn.Module):
@@ -117,13 +158,11 @@ class Upsample(nn.Module):
         p = len(BLUR_KERNEL) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+    def forward(self, x: torch.Tensor, impl: str = "depthwise") -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad, impl=impl)
 
 
 class ModulatedConv2d(nn.Module):
-    grouped = False  # per-sample modulated weights (the published form) instead of modulated activations
-
     def __init__(
         self,
         in_ch: int,
@@ -146,13 +185,15 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        out, demod = self.forward_undemodulated(x, style)
+    def forward(self, x: torch.Tensor, style: torch.Tensor, form: Form = Form()) -> torch.Tensor:
+        out, demod = self.forward_undemodulated(x, style, form)
         if demod is not None:
             out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
         return out
 
-    def forward_undemodulated(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_undemodulated(
+        self, x: torch.Tensor, style: torch.Tensor, form: Form = Form()
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution and, separately, the [B, out] demodulation factors still to apply
         (None when already applied), so the caller can fuse them into the activation."""
         weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
@@ -165,13 +206,13 @@ class ModulatedConv2d(nn.Module):
                 demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)  # [B, out]
         if self.kernel_size == 1 and memory_layout(x) == torch.channels_last:
             return self._forward_pointwise_nhwc(x, style, weight, demod), None
-        if self.grouped:
-            return self._forward_grouped(x, style), None
+        if form.modulation == "grouped":
+            return self._forward_grouped(x, style, form.upfirdn2d), None
         x = x * style.view(-1, self.in_ch, 1, 1).to(x.dtype)
         w = in_layout_of(weight.to(x.dtype), x)
         if self.upsample:
             out = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-            out = self.blur(out)
+            out = self.blur(out, form.upfirdn2d)
         else:
             out = F.conv2d(x, w, padding=self.padding)
         return out, demod
@@ -189,13 +230,13 @@ class ModulatedConv2d(nn.Module):
         out = torch.bmm(pixels, w.to(x.dtype))
         return out.view(batch, height, width, self.out_ch).permute(0, 3, 1, 2)
 
-    def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor, blur_impl: str) -> torch.Tensor:
         batch, in_ch, height, width = x.shape
         if batch > 1 and memory_layout(x) == torch.channels_last:
             # folding the batch into channels would break NHWC (a copy, then slow NCHW convs)
             parts = []
             for i in range(batch):
-                part = self._forward_grouped(x[i : i + 1], style[i : i + 1])
+                part = self._forward_grouped(x[i : i + 1], style[i : i + 1], blur_impl)
                 _, c, h, w = part.shape  # a batch of one: give its (free) batch stride the NHWC value
                 if part.is_contiguous(memory_format=torch.channels_last):
                     part = part.as_strided(part.shape, (h * w * c, 1, w * c, c))
@@ -211,7 +252,7 @@ class ModulatedConv2d(nn.Module):
             weight = in_layout_of(weight.transpose(1, 2).reshape(batch * in_ch, self.out_ch, k, k), x)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = out.view(batch, self.out_ch, out.shape[2], out.shape[3])
-            return self.blur(out)
+            return self.blur(out, blur_impl)
         weight = in_layout_of(weight.view(batch * self.out_ch, in_ch, k, k), x)
         out = F.conv2d(x, weight, padding=self.padding, groups=batch)
         return out.view(batch, self.out_ch, out.shape[2], out.shape[3])
@@ -244,16 +285,16 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch)
 
-    fused_tail = True  # False: the published sequence of separate, out-of-place ops (for baselines)
-
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        if not self.fused_tail:
-            return self.activate(self.noise(self.conv(x, style), noise))
-        out, demod = self.conv.forward_undemodulated(x, style)
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, form: Form = Form()
+    ) -> torch.Tensor:
+        if form.tail == "ref":  # the published sequence of separate, out-of-place ops
+            return self.activate(self.noise(self.conv(x, style, form), noise))
+        out, demod = self.conv.forward_undemodulated(x, style, form)
         if noise is None:
             noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
         # demodulation, noise, bias and activation in one fused step (one pass on CUDA)
-        return modulated_leaky_relu(out, demod, self.noise.weight * noise, self.activate.bias)
+        return modulated_leaky_relu(out, demod, self.noise.weight * noise, self.activate.bias, impl=form.tail)
 
 
 class ToRGB(nn.Module):
@@ -264,10 +305,12 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_ch, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias.to(x.dtype)
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None, form: Form = Form()
+    ) -> torch.Tensor:
+        out = self.conv(x, style, form) + self.bias.to(x.dtype)
         if skip is not None:
-            out = out + self.upsample(skip)
+            out = out + self.upsample(skip, form.upfirdn2d)
         return out
 
 
@@ -328,21 +371,6 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(out_ch, style_dim))
             in_ch = out_ch
 
-    channels_last = False  # NHWC activations: oneDNN's native layout, no reorder around each conv
-
-    def tune_for(self, device_type: str) -> None:
-        """Pick the fastest form of the same maths for a device.
-
-        CPU: per-sample modulated weights (no activation-sized multiplies) on NHWC activations
-        (measured 1.08 s -> ~0.6 s per 1024 px pass, with the depthwise upfirdn2d). GPU: one
-        shared weight for the batch, NCHW (the CUDA kernels read NCHW).
-        """
-        on_cpu = device_type == "cpu"
-        self.channels_last = on_cpu
-        for module in self.modules():
-            if isinstance(module, ModulatedConv2d):
-                module.grouped = on_cpu
-
     @property
     def condition_channels(self) -> int:
         return self.channels[self.condition_res]
@@ -355,23 +383,24 @@ class Generator(nn.Module):
         latent: torch.Tensor,
         conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
         randomize_noise: bool = False,
+        form: Form = Form(),
     ) -> torch.Tensor:
         """Synthesize from W+ codes ``[B, n_latent, style_dim]`` (always ``input_is_latent``)."""
         noise: list[torch.Tensor | None]
         noise = [None] * self.num_layers if randomize_noise else list(self.stored_noise())
         out = self.input(latent.shape[0]).to(latent.dtype)
-        if self.channels_last:
+        if form.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        out = self.conv1(out, latent[:, 0], noise[0])
-        skip = self.to_rgb1(out, latent[:, 1], None)
+        out = self.conv1(out, latent[:, 0], noise[0], form)
+        skip = self.to_rgb1(out, latent[:, 1], None, form)
         i = 1
         for block, (conv_up, conv, to_rgb) in enumerate(zip(self.convs[::2], self.convs[1::2], self.to_rgbs)):
-            out = conv_up(out, latent[:, i], noise[1 + 2 * block])
+            out = conv_up(out, latent[:, i], noise[1 + 2 * block], form)
             if conditions is not None and 2 ** (block + 3) == self.condition_res:
                 scale, shift = conditions
                 out = out * (1 + scale.to(out.dtype)) + shift.to(out.dtype)
-            out = conv(out, latent[:, i + 1], noise[2 + 2 * block])
-            skip = to_rgb(out, latent[:, i + 2], skip)
+            out = conv(out, latent[:, i + 1], noise[2 + 2 * block], form)
+            skip = to_rgb(out, latent[:, i + 2], skip, form)
             i += 2
         return skip
 

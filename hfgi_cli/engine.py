@@ -1,0 +1,392 @@
+"""The engine: one loaded model, and the three stages that every entry point runs.
+
+    prepare(photo)   CPU     decode; find and FFHQ-align every face (or take an aligned crop,
+                             or read the codes of a latent file)                      -> Work
+    forward(faces)   model   encode the faces that have no codes yet (e4e + first generator
+                             pass -> W+, distortion map), then per edit: move W+, second pass
+                             with the consulted distortion (``HFGI.decode``)           -> on the faces
+    finish(work)     CPU     paste every edited crop back into its photo              -> Result
+
+``Model.invert`` / ``edit`` / ``edit_latents`` run the three stages in a row for one input. The
+streaming pipeline (``hfgi invert|edit``) runs the same stages for many inputs, ``prepare`` in
+reader threads, ``forward`` on batches that mix faces of several inputs, ``finish`` in writer
+threads; ``hfgi video`` runs ``forward`` on its tracked crops. So every door gives the same pixels
+for the same input and options. Device, precision and the backend settings they need are set
+here, for the duration of each model call, and restored after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .align import MIN_QSIZE, AlignedFace, paste_back
+from .detect import find_faces
+from .edits import EditError, Editor, Edits, EditSpec, as_edit_specs, check_attribute
+from .images import Photo, PictureLike, image_to_tensor, load_crop, load_picture, tensor_to_image
+from .inputs import InputError
+from .latents import read_latent
+from .models.hfgi import ENCODER_INPUT_SIZE, HFGI
+from .models.stylegan2 import Form
+
+FFHQ_SIZE = 1024
+"""Faces are aligned as FFHQ was made (at 1024 px), then resized to the encoder's 256 px."""
+INVERSION = "inversion"
+"""The label of the unedited reconstruction in ``Result.images`` and ``Face.crops``."""
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+Slot = Union[EditSpec, Sequence[EditSpec], None]
+"""One output of ``Model.forward``: an edit for every face, one edit per face (the same edit at
+per-face strengths), or None for the inversion itself."""
+
+
+# ----------------------------------------------------------------------------------------- runtime
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, else Apple MPS, else the CPU; an explicit device must exist."""
+    if name not in ("auto", "cpu", "cuda", "mps") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not has_mps:
+        raise ValueError("--device mps: Apple MPS is not available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in what precision the model runs; ``session`` applies it to a block of model calls."""
+
+    device: torch.device
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be fp32, fp16 or bf16, not {self.precision!r}")
+        if self.device.type == "cpu" and self.precision == "fp16":
+            raise ValueError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Inference mode; autocast for fp16/bf16 (fp32 runs exactly); on CUDA, TF32 off for fp32
+        and no cuDNN autotuning (on an H100 it cost ~16 s per run, every conv shape of every
+        batch size being tuned, for a few percent of steady-state speed). The backend flags are
+        process-wide, so they are restored when the block ends."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            if self.device.type == "cuda":
+                stack.enter_context(_cuda_backend_flags(tf32=self.precision != "fp32"))
+            if self.precision != "fp32":
+                dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+                stack.enter_context(torch.autocast(device_type=self.device.type, dtype=dtype))
+            yield
+
+
+@contextlib.contextmanager
+def _cuda_backend_flags(tf32: bool) -> Iterator[None]:
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = False, tf32, tf32
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+# ----------------------------------------------------------------------------------------- work
+@dataclass
+class FaceWork:
+    """One face on its way through the model (what ``forward`` reads and fills in)."""
+
+    index: int
+    crop: torch.Tensor | None = None
+    """[3, 256, 256] in [-1, 1], the encoder's input; None once encoded (or for stored codes)."""
+    alignment: AlignedFace | None = None
+    """Where the crop came from in its photo (None for crops and latent files)."""
+    latent: torch.Tensor | None = None
+    """The inversion's W+ [n_latent, style_dim], float32 on the CPU."""
+    distortion: torch.Tensor | None = None
+    """The distortion map [3, 256, 256], float32 on the CPU."""
+    outputs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    """Per slot of ``forward``: (image [3, H, W] in [-1, 1], W+ codes that made it), on the CPU."""
+
+
+@dataclass
+class Work:
+    """One input between the stages: its faces and, for a photo, the photo to paste them into."""
+
+    source: str
+    kind: str  # photo | crop | latent
+    faces: list[FaceWork]
+    photo: Photo | None = None
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # recorded in latent files: source, from_latent
+
+
+@dataclass
+class Face:
+    """One face of a ``Result``."""
+
+    index: int
+    latent: torch.Tensor
+    """W+ of the inversion, before any edit [n_latent, style_dim]."""
+    distortion: torch.Tensor
+    """The distortion map HFGI's second pass consults [3, 256, 256]."""
+    alignment: AlignedFace | None
+    crops: dict[str, Image.Image]
+    """Per label: the face as the model made it (aligned crop, full model resolution)."""
+    codes: dict[str, torch.Tensor]
+    """Per label: the W+ codes that made it."""
+
+    @property
+    def quad(self) -> np.ndarray | None:
+        """(4, 2) photo coordinates of the crop corners (top-left, bottom-left, bottom-right, top-right)."""
+        return None if self.alignment is None else self.alignment.quad
+
+    @property
+    def landmarks(self) -> np.ndarray | None:
+        return None if self.alignment is None else self.alignment.landmarks
+
+
+@dataclass
+class Result:
+    """What one input became: ``images[label]`` (the whole photo with every face edited and pasted
+    back; the crop for an aligned crop or a latent file) and ``faces``, left to right."""
+
+    source: str
+    images: dict[str, Image.Image]
+    faces: list[Face]
+    photo: Photo | None = None
+    """The input photo (its format, mode, orientation and metadata), for writing results alike."""
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> Image.Image:
+        """The one image of a single-edit (or inversion) result."""
+        if len(self.images) != 1:
+            raise ValueError(f"{len(self.images)} images; pick one of {', '.join(self.images)}")
+        return next(iter(self.images.values()))
+
+
+def slot_label(slot: Slot) -> str:
+    if slot is None:
+        return INVERSION
+    return slot.label if isinstance(slot, EditSpec) else f"{slot[0].key}:per-face"
+
+
+# ----------------------------------------------------------------------------------------- model
+class Model:
+    """A loaded HFGI model with its runtime and edit directions; see the module docstring."""
+
+    def __init__(
+        self,
+        net: HFGI,
+        runtime: Runtime,
+        directions: str | os.PathLike[str] | None = None,
+        weights_dir: str | os.PathLike[str] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.net = net
+        self.runtime = runtime
+        self.directions = Path(directions) if directions else None
+        self.weights_dir = Path(weights_dir) if weights_dir else None
+        self.batch_size = batch_size or (1 if runtime.device.type == "cpu" else 8)
+        """Faces per forward: 1 on a CPU (measured: batching brings nothing there), else 8."""
+        self._editor: Editor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def n_latent(self) -> int:
+        return self.net.n_latent
+
+    @property
+    def style_dim(self) -> int:
+        return self.net.config.style_dim
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint's file name (recorded in every latent file)."""
+        return self.net.source
+
+    # ------------------------------------------------------------------ edits
+    def edit_specs(self, edits: Edits) -> list[EditSpec]:
+        """Parse and check edits before any input is touched: unknown attributes, missing or
+        ill-shaped direction files raise EditError / weights.WeightsMissingError."""
+        specs = as_edit_specs(edits)
+        labels = [s.label for s in specs]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise EditError(f"the same edit is asked for twice ({', '.join(twice)})")
+        for spec in specs:
+            if not spec.direction_file and spec.ganspace is None:
+                check_attribute(spec.attr)
+        editor = self._editor_for(specs)
+        for spec in specs:
+            editor.check(spec)
+        return specs
+
+    def _editor_for(self, specs: Sequence[EditSpec]) -> Editor:
+        """The editor, its directions folder resolved when an edit first needs it."""
+        if self._editor is None or (self._editor.directions_dir is None and any(not s.direction_file for s in specs)):
+            from .weights import resolve_directions_dir
+
+            named = [s.attr for s in specs if not s.direction_file and s.ganspace is None]
+            needs = any(not s.direction_file for s in specs)
+            folder = resolve_directions_dir(self.directions, self.weights_dir, named) if needs else None
+            self._editor = Editor(folder, self.n_latent, self.style_dim, self.net.config.domain)
+        return self._editor
+
+    def apply_edit(self, latent: torch.Tensor, slot: Slot) -> torch.Tensor:
+        """W+ codes [B, n_latent, dim] moved by one slot's edit (unchanged for None)."""
+        if slot is None:
+            return latent
+        specs = [slot] if isinstance(slot, EditSpec) else list(slot)
+        return self._editor_for(specs).apply(latent, slot)
+
+    # ------------------------------------------------------------------ stage 1: prepare (CPU)
+    def prepare(
+        self,
+        source: PictureLike,
+        *,
+        aligned: bool = False,
+        max_faces: int | None = None,
+        min_qsize: float = MIN_QSIZE,
+    ) -> Work:
+        """Decode an input into faces ready for ``forward``; raises InputError naming the cause."""
+        name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+        meta = {"source": name}
+        if aligned:
+            crop = load_crop(source, name)
+            return Work(name, "crop", [FaceWork(0, crop=image_to_tensor(crop, ENCODER_INPUT_SIZE))], meta=meta)
+        photo = load_picture(source, name)
+        found = find_faces(photo.image, FFHQ_SIZE, max_faces=max_faces, min_qsize=min_qsize, source=name)
+        problem = found.problem(name)
+        if problem:
+            raise InputError(problem)
+        faces = [FaceWork(k, crop=image_to_tensor(face.image, ENCODER_INPUT_SIZE), alignment=face)
+                 for k, face in enumerate(found.faces)]
+        return Work(name, "photo", faces, photo=photo, notes=found.notes(name), meta=meta)
+
+    def prepare_latent(self, path: str | os.PathLike[str]) -> Work:
+        """A latent file written by ``hfgi invert``/``edit``: its codes, no encoder needed."""
+        data = read_latent(Path(path), self.n_latent, self.style_dim)
+        face = FaceWork(0, latent=data["latent"].float(), distortion=data["distortion"].float())
+        meta = {"source": data.get("source"), "from_latent": str(path)}
+        return Work(str(path), "latent", [face], meta=meta)
+
+    # ------------------------------------------------------------------ stage 2: forward (model)
+    def encode_faces(self, faces: Sequence[FaceWork]) -> torch.Tensor | None:
+        """Encode the faces that have no codes yet; returns the first pass's 256 px images (on the
+        device) when every face was encoded now, so an inversion can reuse them."""
+        todo = [f for f in faces if f.latent is None]
+        if not todo:
+            return None
+        with self.runtime.session():
+            enc = self.net.encode(torch.stack([f.crop for f in todo]).to(self.device))
+        latent, distortion = enc["latent"].float().cpu(), enc["distortion"].float().cpu()
+        for i, face in enumerate(todo):
+            face.latent, face.distortion, face.crop = latent[i], distortion[i], None
+        return enc["low_res"] if len(todo) == len(faces) else None
+
+    def decode_faces(
+        self, faces: Sequence[FaceWork], slots: Sequence[Slot], low_res: torch.Tensor | None = None
+    ) -> None:
+        """Per slot: edit the faces' codes and run HFGI's second pass; appends to ``face.outputs``."""
+        with self.runtime.session():
+            latent = torch.stack([f.latent for f in faces]).to(self.device)
+            distortion = torch.stack([f.distortion for f in faces]).to(self.device)
+            for slot in slots:
+                codes = self.apply_edit(latent, slot)
+                # no edit: the first pass already made the edited image's low-res version
+                images = self.net.decode(codes, distortion, low_res if slot is None else None)
+                images, codes = images.float().cpu(), codes.float().cpu()
+                for i, face in enumerate(faces):
+                    face.outputs.append((images[i], codes[i]))
+
+    def forward(self, faces: Sequence[FaceWork], slots: Sequence[Slot]) -> None:
+        """The model stage for a batch of faces (from any number of inputs): one encoding per
+        face, then one decoding per slot (``[None]`` for an inversion)."""
+        low_res = self.encode_faces(faces)
+        self.decode_faces(faces, list(slots) or [None], low_res)
+
+    # ------------------------------------------------------------------ stage 3: finish (CPU)
+    def finish(self, work: Work, slots: Sequence[Slot]) -> Result:
+        """Outputs per label: crops as images, and each photo with its faces pasted back."""
+        labels = [slot_label(s) for s in (list(slots) or [None])]
+        faces = []
+        for face in work.faces:
+            assert face.latent is not None and face.distortion is not None
+            crops = {label: tensor_to_image(image) for label, (image, _) in zip(labels, face.outputs)}
+            codes = {label: c for label, (_, c) in zip(labels, face.outputs)}
+            faces.append(Face(face.index, face.latent, face.distortion, face.alignment, crops, codes))
+        images: dict[str, Image.Image] = {}
+        for label in labels:
+            if work.photo is None:
+                images[label] = faces[0].crops[label]
+            else:
+                pasted = [(f.crops[label], f.alignment) for f in faces if f.alignment is not None]
+                images[label] = paste_back(work.photo.image, pasted)
+        return Result(work.source, images, faces, work.photo, work.notes, work.meta)
+
+    # ------------------------------------------------------------------ one input, start to end
+    def run(self, work: Work, edits: Sequence[EditSpec]) -> Result:
+        """``forward`` over the input's faces in batches of ``batch_size``, then ``finish``."""
+        for start in range(0, len(work.faces), self.batch_size):
+            self.forward(work.faces[start : start + self.batch_size], edits)
+        return self.finish(work, edits)
+
+    def invert(self, source: PictureLike, *, aligned: bool = False, max_faces: int | None = None) -> Result:
+        """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
+        ``result.images["inversion"]``."""
+        return self.run(self.prepare(source, aligned=aligned, max_faces=max_faces), [])
+
+    def edit(
+        self, source: PictureLike, edits: Edits, *, aligned: bool = False, max_faces: int | None = None
+    ) -> Result:
+        """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
+        from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``."""
+        specs = self.edit_specs(edits)
+        return self.run(self.prepare(source, aligned=aligned, max_faces=max_faces), specs)
+
+    def edit_latents(self, path: str | os.PathLike[str], edits: Edits) -> Result:
+        """Edit from a latent file written by ``hfgi invert``/``edit``: no encoder, crop out."""
+        specs = self.edit_specs(edits)
+        return self.run(self.prepare_latent(path), specs)
+
+
+def load_model(
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    directions: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    form: Form | None = None,
+) -> Model:
+    """Load an HFGI checkpoint (a path, else the published one in the weights folder).
+
+    ``device`` auto | cpu | cuda | cuda:N | mps; ``precision`` fp32 (exact) | fp16 | bf16;
+    ``directions`` the folder of edit directions (default: the weights folder); ``form`` how the
+    generator computes (default: the device's fastest, see ``models.stylegan2.Form``).
+    """
+    from .weights import resolve_checkpoint
+
+    runtime = Runtime(pick_device(device), precision)
+    path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
+    net = HFGI.from_checkpoint(path, device=runtime.device, form=form)
+    return Model(net, runtime, directions=directions, weights_dir=weights_dir, batch_size=batch_size)

@@ -1,0 +1,94 @@
+"""The latent file beside every output: ``<output>.pt`` (``hfgi-latent/1``), one per face.
+
+A ``torch.save`` dict of tensors and plain values (loads with ``weights_only=True``):
+
+- ``latent``: the W+ codes that made this output [n_latent, style_dim] (edited for an edit);
+- ``inversion_latent``: the encoder's W+ before any edit; ``distortion``: the distortion map
+  [3, 256, 256] that HFGI's second pass consults, so an edit from this file needs no encoder;
+- ``edit`` (label or None), ``checkpoint`` (file name), ``n_latent``, ``source`` (the input);
+- for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``).
+
+Giving such a file as an input re-runs any edit from its codes (``Model.edit_latents``).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import write_bytes
+from .inputs import InputError
+
+LATENT_FORMAT = "hfgi-latent/1"
+SUFFIX = ".pt"
+
+
+def make_record(
+    latent: torch.Tensor,
+    inversion_latent: torch.Tensor,
+    distortion: torch.Tensor,
+    *,
+    edit: str | None,
+    checkpoint: str,
+    source: dict[str, Any],
+    face: int | None = None,
+    alignment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One face's latent record (see the module docstring); ``source`` holds ``source`` and, for
+    an input that was itself a latent file, ``from_latent``."""
+    record: dict[str, Any] = {
+        "format": LATENT_FORMAT,
+        "latent": latent.float().cpu().contiguous(),
+        "inversion_latent": inversion_latent.float().cpu().contiguous(),
+        "distortion": distortion.float().cpu().contiguous(),
+        "edit": edit,
+        "checkpoint": checkpoint,
+        "n_latent": int(latent.shape[0]),
+        **source,
+    }
+    if alignment is not None:
+        record["alignment"] = alignment
+        record["face"] = face
+    return record
+
+
+def save_record(record: dict[str, Any], path: Path) -> None:
+    """Serialise first, then write atomically (a failing save leaves no file)."""
+    buf = io.BytesIO()
+    torch.save(record, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
+    """Load a latent file written by ``hfgi invert``/``edit`` and check it fits the loaded model."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except Exception as exc:
+        first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
+        raise InputError(f"{path}: not a latent file ({first[:100]})") from None
+    if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")) or not torch.is_tensor(
+        data.get("distortion")
+    ):
+        raise InputError(f"{path}: not a latent file written by hfgi (needs 'latent' and 'distortion')")
+    latent = data["latent"].float()
+    if tuple(latent.shape) != (n_latent, style_dim):
+        raise InputError(
+            f"{path}: latent of shape {tuple(latent.shape)} does not fit this model ({n_latent}x{style_dim})"
+        )
+    if tuple(data["distortion"].shape) != (3, 256, 256):
+        raise InputError(f"{path}: distortion map of shape {tuple(data['distortion'].shape)}, expected 3x256x256")
+    return data
+
+
+def is_complete_latent(path: Path) -> bool:
+    """A quick validity check used to skip finished work on re-runs."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(data, dict) and torch.is_tensor(data.get("latent"))

@@ -1,0 +1,168 @@
+"""What a first run of ``hfgi video`` keeps for re-runs: ``OUT.pt`` and ``OUT.distortion.npy``.
+
+``OUT.distortion.npy`` holds the per-frame distortion maps (float16, 3x256x256 = 384 KB a frame),
+streamed to disk as frames are encoded; ``np.load(..., mmap_mode="r")`` reads it. ``OUT.pt``
+(``hfgi-video/1``, written at the end) holds the rest per frame: W+ before editing, the smoothed
+and the raw crop squares, smoothed landmarks, face found / detected, shot number, the row of the
+distortion map; and the source path, frame rate, size and checkpoint name. Its W+ table is the
+one thing that grows with the clip's length (n_latent x 512 float32 = 36 KB a frame for the
+published model). Giving ``OUT.pt`` as the input re-runs any edit from these codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import temp_beside
+from .ffmpeg import VideoError, VideoSource
+from .tracking import N_LANDMARKS
+
+VIDEO_FORMAT = "hfgi-video/1"
+_NPY_HEADER = 128
+
+
+class NpyAppender:
+    """An append-only ``.npy`` file of equal rows; the header (fixed 128 bytes) is completed at close."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: Any = np.float16) -> None:
+        self.path, self.row_shape, self.dtype = path, row_shape, np.dtype(dtype)
+        self.rows = 0
+        self._f = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._f.write(b"\0" * _NPY_HEADER)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1, *self.row_shape)
+        self._f.write(rows.tobytes())
+        self.rows += rows.shape[0]
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        desc = {"descr": self.dtype.str, "fortran_order": False, "shape": (self.rows, *self.row_shape)}
+        text = repr(desc).encode("latin1")
+        body = text + b" " * (_NPY_HEADER - 10 - len(text) - 1) + b"\n"
+        self._f.seek(0)
+        self._f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body)
+        self._f.close()
+
+
+class NpyRows:
+    """Read single rows of a ``.npy`` file without mapping or loading the whole of it."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._f = open(path, "rb")  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            raise VideoError(f"{path}: cannot read the distortion maps ({exc.strerror})") from None
+        try:
+            if np.lib.format.read_magic(self._f) != (1, 0):
+                raise ValueError("unsupported .npy version")
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(self._f)
+        except ValueError as exc:
+            self._f.close()
+            raise VideoError(f"{path}: not a distortion file ({exc})") from None
+        self.shape, self.dtype, self.offset = shape, dtype, self._f.tell()
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if not 0 <= row < self.shape[0]:
+            raise VideoError(f"distortion row {row} out of range ({self.shape[0]} rows)")
+        self._f.seek(self.offset + row * self.row_bytes)
+        return np.frombuffer(self._f.read(self.row_bytes), self.dtype).reshape(self.shape[1:])
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@dataclass
+class FrameRecord:
+    """One frame's line in ``OUT.pt``."""
+
+    found: bool
+    detected: bool
+    segment: int
+    quad: np.ndarray  # (4, 2) smoothed crop square, NaN without a face
+    raw_quad: np.ndarray  # (4, 2) the square of this frame's own detection, NaN without one
+    landmarks: np.ndarray  # (68, 2) smoothed, NaN without a face
+    latent: torch.Tensor | None = None
+    distortion_row: int = -1
+
+
+class VideoStore:
+    """Collects the records of a first run; ``commit`` renames both files into place."""
+
+    def __init__(self, stack: contextlib.ExitStack, output: Path, n_latent: int, style_dim: int) -> None:
+        self.pt_path = output.with_suffix(".pt")
+        self.npy_path = output.with_suffix(".distortion.npy")
+        self.n_latent, self.style_dim = n_latent, style_dim
+        self.npy_tmp = stack.enter_context(temp_beside(self.npy_path))
+        self.pt_tmp = stack.enter_context(temp_beside(self.pt_path))
+        self.npy = NpyAppender(self.npy_tmp, (3, 256, 256))
+        stack.callback(self.npy.close)
+        self.frames: list[FrameRecord] = []
+
+    def add_frame(self, record: FrameRecord) -> None:
+        self.frames.append(record)
+
+    def add_codes(self, index: int, latent: torch.Tensor, distortion16: np.ndarray) -> None:
+        """W+ (before any smoothing) and the float16 distortion map of frame ``index``."""
+        frame = self.frames[index]
+        frame.latent, frame.distortion_row = latent, self.npy.rows
+        self.npy.append(distortion16)
+
+    def commit(self, src: VideoSource, checkpoint: str, smooth_window: int, edit: dict[str, Any]) -> None:
+        """Write OUT.pt, then rename the distortion maps and the codes into place (before the video,
+        so an existing OUT.mp4 always has its latents)."""
+        self.npy.close()
+        frames, zero = self.frames, torch.zeros(self.n_latent, self.style_dim)
+        record = {
+            "format": VIDEO_FORMAT,
+            "source": str(src.path.resolve()),
+            "source_kind": src.kind,
+            "fps": src.fps,
+            "size": list(src.size),
+            "n_frames": len(frames),
+            "checkpoint": checkpoint,
+            "n_latent": self.n_latent,
+            "style_dim": self.style_dim,
+            "latent": torch.stack([f.latent if f.latent is not None else zero for f in frames])
+            if frames else zero[:0],
+            "found": torch.tensor([f.found for f in frames], dtype=torch.bool),
+            "detected": torch.tensor([f.detected for f in frames], dtype=torch.bool),
+            "quad": torch.from_numpy(np.array([f.quad for f in frames], dtype=np.float64).reshape(-1, 4, 2)),
+            "raw_quad": torch.from_numpy(np.array([f.raw_quad for f in frames], dtype=np.float64).reshape(-1, 4, 2)),
+            "landmarks": torch.from_numpy(
+                np.array([f.landmarks for f in frames], dtype=np.float32).reshape(-1, N_LANDMARKS, 2)
+            ),
+            "segment": torch.tensor([f.segment for f in frames], dtype=torch.int64),
+            "distortion_file": self.npy_path.name,
+            "distortion_row": torch.tensor([f.distortion_row for f in frames], dtype=torch.int64),
+            "smooth_window": smooth_window,
+            "edit": edit,
+        }
+        torch.save(record, self.pt_tmp)
+        os.replace(self.npy_tmp, self.npy_path)
+        os.replace(self.pt_tmp, self.pt_path)
+
+
+def read_video_latents(path: str | os.PathLike[str], n_latent: int, style_dim: int) -> dict[str, Any]:
+    """Load ``OUT.pt`` written by a first run and check that it fits the model."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise VideoError(f"{path}: not a latent file ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(data, dict) or data.get("format") != VIDEO_FORMAT:
+        raise VideoError(f"{path}: not a video latent file written by `hfgi video`")
+    if (data["n_latent"], data["style_dim"]) != (n_latent, style_dim):
+        raise VideoError(
+            f"{path}: codes of {data['n_latent']}x{data['style_dim']} do not fit this model ({n_latent}x{style_dim})"
+        )
+    return data
