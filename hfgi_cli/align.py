@@ -2,7 +2,7 @@
 
 The HFGI model only understands FFHQ-aligned crops, so every face goes through:
 
-    detect.detect_faces(photo)     -> 68 dlib landmarks per face, left to right
+    detect.detect_faces(photo)     -> 68 dlib landmarks per face, in reading order
     align_face(photo, lm, size)    -> AlignedFace: the crop plus the quad it came from
     ... the model edits the crop ...
     paste_back(photo, [(edited, face), ...]) -> photo with only the face regions changed
@@ -238,7 +238,7 @@ def align_faces(
     min_qsize: float = MIN_QSIZE,
     source: str | None = None,
 ) -> tuple[list[AlignedFace], list[SkippedFace]]:
-    """Align every usable face, left to right; tiny faces (and ones over ``max_faces``) are skipped.
+    """Align every usable face, in the given order; tiny faces (and ones over ``max_faces``) are skipped.
 
     ``max_faces`` keeps the largest faces, because those are the ones worth editing.
     """
@@ -376,9 +376,6 @@ def paste_back(photo: Image.Image, faces: Sequence[tuple[Image.Image, AlignedFac
     if result.mode != photo.mode:
         result = result.convert(photo.mode)
     return result
-
-
-# --------------------------------------------------------------------------- files
 
 
 # --------------------------------------------------------------------------- sidecars

@@ -8,10 +8,13 @@ Heavy modules (torch, the model, dlib) are imported inside the commands that nee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
@@ -150,6 +153,24 @@ AlignedOpt = typer.Option(
 SaveCropsOpt = typer.Option(False, "--save-crops", help="Also write each face's edited aligned crop (PNG).")
 MaxFacesOpt = typer.Option(None, "--max-faces", min=1, help="At most N faces per photo (the largest).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Redo inputs whose outputs already exist.")
+FacesOpt = typer.Option(
+    None, "--faces", metavar="K,K,...",
+    help="Edit only these faces of each photo (indices in reading order, as `hfgi align` numbers them); "
+    "the others stay untouched.",
+)
+MinFaceOpt = typer.Option(
+    None, "--min-face", min=16,
+    help="Smallest face searched for, as its FFHQ crop side in photo pixels (default: 128 px and 4 % of "
+    "the photo's long side). Smaller finds smaller faces in big photos, at more detection time.",
+)
+LatentsOpt = typer.Option(
+    "full", "--latents",
+    help="Latent files beside the outputs: full (W+ codes and the float16 distortion map: any later edit "
+    "from the file, no encoder), codes (W+ only, ~40 KB), none.",
+)
+PreviewOpt = typer.Option(
+    False, "--preview", help="Also write OUT/<name>_preview.jpg: original (faces boxed), inversion, each edit."
+)
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
 
@@ -202,15 +223,55 @@ def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]
     return specs
 
 
+def _face_indices(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--faces takes face indices separated by commas (e.g. 0,2), not {text!r}")
+    if not indices or min(indices) < 0:
+        fail(f"--faces takes face indices from 0 (e.g. 0,2), not {text!r}")
+    return indices
+
+
+def _sweep(text: str) -> Any:
+    """``attr=from:to:count`` -> pipeline.Sweep."""
+    from .edits import EditError, check_attribute
+    from .pipeline import Sweep
+
+    attr, _, span = text.partition("=")
+    try:
+        start, stop, count = span.split(":")
+        a, b, n = float(start), float(stop), int(count)
+    except ValueError:
+        fail(f"--sweep takes ATTR=FROM:TO:COUNT (e.g. smile=-3:3:7), not {text!r}")
+    if not 2 <= n <= 25:
+        fail(f"--sweep: COUNT must be 2..25, not {n}")
+    try:
+        check_attribute(attr)
+    except EditError as exc:
+        fail(f"--sweep: {exc}")
+    return Sweep(attr, tuple(round(a + (b - a) * k / (n - 1), 6) for k in range(n)))
+
+
 # ----------------------------------------------------------------------------- invert / edit
+def _latents(mode: str) -> str:
+    from .pipeline import LATENT_MODES
+
+    if mode not in LATENT_MODES:
+        fail(f"--latents must be one of {', '.join(LATENT_MODES)}, not {mode!r}")
+    return mode
+
+
 def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
-         as_json: bool) -> NoReturn:
+         as_json: bool, edits: Optional[list[EditSpec]] = None) -> NoReturn:
     """Load the model, check every edit up front, then stream the inputs through the pipeline."""
     from .inputs import collect_inputs
     from .pipeline import Pipeline
 
     items, problems = collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
-    model = _load(**model_args, edits=options.edits)
+    model = _load(**model_args, edits=edits or options.edits)
     for problem in problems:
         error(problem)
         if as_json:
@@ -219,26 +280,82 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
-    lock = threading.Lock()
-    with progress(quiet) as bar:
-        task = bar.add_task(description, total=len(items), rate="")
+    status = RunStatus(description, len(items))
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with progress(quiet, *columns) as bar, status.ticking(quiet or console.is_terminal):
+        task = bar.add_task(description, total=len(items), status="")
 
         def on_done(job: Job) -> None:
-            with lock:
+            with status.lock:
                 for line in job.notes:
                     note(f"note: {line}")
                 if job.status == "error":
                     error(str(job.error))
                 if as_json:
                     write_stdout(json.dumps(job.report()) + "\n")
-                bar.advance(task)
-                elapsed, done = bar.tasks[task].elapsed or 0.0, bar.tasks[task].completed
-                if elapsed > 0:
-                    bar.update(task, rate=f"{done / elapsed:.2f} img/s")
+                status.count(job)
+                bar.update(task, completed=status.done, status=status.text(short=True))
 
         summary = Pipeline(model, options).run(items, on_done)
     _print_summary(summary, quiet, extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
+
+
+class RunStatus:
+    """Counts of a run for the progress bar and, when stderr is no terminal, a status line at least
+    every ``every`` seconds (a long run must not look stuck in a log).
+
+    The time left is estimated from the inputs that were processed (skipped ones take no time)."""
+
+    def __init__(self, what: str, total: int, every: float = 30.0) -> None:
+        self.what, self.total, self.every = what, total, every
+        self.lock = threading.Lock()
+        self.done = self.processed = self.faces = 0
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+
+    def count(self, job: Job) -> None:
+        self.done += 1
+        self.faces += job.n_faces
+        self.processed += job.status in ("ok", "error")
+
+    def text(self, short: bool = False) -> str:
+        elapsed = time.monotonic() - self.started
+        parts = [f"{self.faces} face{'s' * (self.faces != 1)}"]
+        if self.processed and elapsed > 0:
+            parts.append(f"{self.processed / elapsed:.2f} img/s")
+            left = (self.total - self.done) * elapsed / self.processed
+            parts.append(f"~{_duration(left)} left" if self.done < self.total else "")
+        line = ", ".join(p for p in parts if p)
+        return line if short else f"{self.what}: {self.done}/{self.total} inputs, {line}"
+
+    @contextlib.contextmanager
+    def ticking(self, silent: bool) -> Iterator[None]:
+        if silent:
+            yield
+            return
+
+        def tick() -> None:
+            while not self._stop.wait(self.every):
+                with self.lock:
+                    note(self.text())
+
+        thread = threading.Thread(target=tick, daemon=True, name="hfgi-status")
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) -> None:
@@ -271,6 +388,10 @@ def invert(
     aligned: bool = AlignedOpt,
     save_crops: bool = SaveCropsOpt,
     max_faces: Optional[int] = MaxFacesOpt,
+    faces: Optional[str] = FacesOpt,
+    min_face: Optional[float] = MinFaceOpt,
+    latents: str = LatentsOpt,
+    preview: bool = PreviewOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -283,7 +404,8 @@ def invert(
     """
     from .pipeline import RunOptions
 
-    options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces)
+    options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces,
+                         faces=_face_indices(faces), min_face=min_face, latents=_latents(latents), preview=preview)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
     _run("invert", inputs, options, model_args, quiet, as_json)
@@ -323,6 +445,15 @@ def edit(
     aligned: bool = AlignedOpt,
     save_crops: bool = SaveCropsOpt,
     max_faces: Optional[int] = MaxFacesOpt,
+    faces: Optional[str] = FacesOpt,
+    min_face: Optional[float] = MinFaceOpt,
+    latents: str = LatentsOpt,
+    preview: bool = PreviewOpt,
+    sweep: Optional[str] = typer.Option(
+        None, "--sweep", metavar="ATTR=FROM:TO:COUNT",
+        help="Instead of edited photos: one encoding, then per face a labelled grid OUT/<name>_sweep-ATTR_<k>.jpg "
+        "of the edit at COUNT strengths from FROM to TO, to pick a strength by eye (e.g. smile=-3:3:7).",
+    ),
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -337,11 +468,19 @@ def edit(
     """
     from .pipeline import RunOptions
 
-    specs = _edit_specs(attr, strength, direction)
-    options = RunOptions(out, specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces)
+    if sweep is not None:
+        if attr or direction or strength:
+            fail("give --sweep alone, or --attr/--direction with --strength, not both")
+        sweep_spec = _sweep(sweep)
+        specs = sweep_spec.specs
+    else:
+        sweep_spec, specs = None, _edit_specs(attr, strength, direction)
+    options = RunOptions(out, [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops,
+                         max_faces=max_faces, faces=_face_indices(faces), min_face=min_face,
+                         latents=_latents(latents), preview=preview, sweep=sweep_spec)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
-    _run("edit", inputs, options, model_args, quiet, as_json)
+    _run("edit", inputs, options, model_args, quiet, as_json, specs)
 
 
 # ----------------------------------------------------------------------------- align
@@ -350,7 +489,9 @@ def edit(
     help=(
         "Find every face and write FFHQ-aligned crops as OUT/<stem>_<k>.png, each with a "
         "<stem>_<k>.json sidecar.\n\n"
-        "k counts the faces of one photo from 0, left to right, even when there is only one face. "
+        "k counts the faces of one photo from 0 in reading order (rows top to bottom, each left to right), "
+        "even when there is only one face; with more than ten faces it is zero-padded (_00, _01, ...) so "
+        "names sort. "
         "Faces smaller than an 80 px square (eyes to mouth under ~22 px) are skipped with a note. "
         "Folders are searched recursively and laid out under OUT as for `hfgi invert`. "
         "A photo without a usable face is reported on stderr (\"no face found in X\"); "
@@ -358,7 +499,7 @@ def edit(
     ),
     epilog=(
         "Example:  hfgi align photos/ group.jpg -o aligned/ --size 256\n\n"
-        "writes aligned/group_0.png, aligned/group_1.png, ... (left to right) and a "
+        "writes aligned/group_0.png, aligned/group_1.png, ... (in reading order) and a "
         "group_0.json sidecar beside each crop with the source path and size, the crop quad and "
         "the 68 landmarks."
     ),
@@ -567,6 +708,7 @@ def weights_download(
         typer.echo(f"all model files are present in {folder}")
         return
     failed = 0
+    unreachable: list[tuple[w.WeightFile, Path, str]] = []  # (entry, destination, why)
     with progress(quiet, TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn()) as bar:
         for entry in entries:
@@ -582,14 +724,22 @@ def weights_download(
             try:
                 result = w.download(entry, folder, force=force, on_progress=report)
             except w.NetworkError as exc:
-                bar.stop()
-                fail(str(exc))
+                unreachable.append((entry, dest, str(exc.reason)))
+                bar.remove_task(task)
+                continue
             except w.WeightsError as exc:
                 error(str(exc))
                 failed += 1
                 continue
             typer.echo(f"{entry.name}: saved {result.path} ({result.status})")
-    if failed:
+    if unreachable:
+        # one summary, so that an offline user learns every missing file at once
+        why = unreachable[0][2]
+        error(f"no network: could not fetch {len(unreachable)} file(s) ({why}); download each by hand and save "
+              f"it where shown, then run `hfgi weights verify`:")
+        for entry, dest, _ in unreachable:
+            note(f"  {entry.name}: {entry.manual_url} -> {dest}")
+    if failed or unreachable:
         raise typer.Exit(EXIT_USAGE)
 
 

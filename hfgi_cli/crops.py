@@ -10,7 +10,7 @@ from pathlib import Path
 from .align import DEFAULT_SIZE, MIN_QSIZE, save_aligned
 from .detect import find_faces
 from .images import load_picture
-from .inputs import InputError, InputItem
+from .inputs import InputError, InputItem, face_name
 
 
 @dataclass
@@ -34,11 +34,12 @@ def align_items(
 ) -> AlignReport:
     """Align every face of every photo into ``OUT/<item>_<k>.png`` (+ ``.json``).
 
-    ``k`` counts the written faces of one photo from 0, left to right; ``<item>`` is the input's
+    ``k`` counts the written faces of one photo in reading order (``inputs.face_name``); ``<item>`` is the input's
     place under OUT as ``inputs.collect_inputs`` lays it out (the same rule as ``invert``/``edit``).
     A photo that cannot be read or has no usable face is reported and the run goes on.
     """
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     report = AlignReport()
 
     def note(msg: str) -> None:
@@ -61,7 +62,7 @@ def align_items(
                 note(problem)
                 report.failed.append(item.path)
             for k, face in enumerate(found.faces):
-                target = out / item.rel.parent / f"{item.rel.name}_{k}.png"
+                target = out / item.rel.parent / (face_name(item.rel.name, k, len(found.faces)) + ".png")
                 save_aligned(face, target)
                 report.written.append(target)
         if on_photo_done:

@@ -10,8 +10,9 @@
 ``Model.invert`` / ``edit`` / ``edit_latents`` run the three stages in a row for one input. The
 streaming pipeline (``hfgi invert|edit``) runs the same stages for many inputs, ``prepare`` in
 reader threads, ``forward`` on batches that mix faces of several inputs, ``finish`` in writer
-threads; ``hfgi video`` runs ``forward`` on its tracked crops. So every door gives the same pixels
-for the same input and options. Device, precision and the backend settings they need are set
+threads; ``hfgi video`` runs ``forward``'s two halves on its tracked crops (``encode_faces``, a
+moving average of W+ over frames, ``decode_faces``) and ``finish`` per frame. So every door gives
+the same pixels for the same input and options. Device, precision and the backend settings they need are set
 here, for the duration of each model call, and restored after it.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +94,21 @@ class Runtime:
             yield
 
 
+_CUDA_FLAGS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _cuda_backend_flags(tf32: bool) -> Iterator[None]:
+    """The flags are process-wide: CUDA sessions of several threads take turns, so an fp32 session
+    never runs with another thread's TF32."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
-    cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = False, tf32, tf32
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+    with _CUDA_FLAGS_LOCK:
+        saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = False, tf32, tf32
+        try:
+            yield
+        finally:
+            cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 # ----------------------------------------------------------------------------------------- work
@@ -113,6 +121,8 @@ class FaceWork:
     """[3, 256, 256] in [-1, 1], the encoder's input; None once encoded (or for stored codes)."""
     alignment: AlignedFace | None = None
     """Where the crop came from in its photo (None for crops and latent files)."""
+    picture: Image.Image | None = None
+    """The aligned face as given to the model (before resizing to 256 px); None for latent files."""
     latent: torch.Tensor | None = None
     """The inversion's W+ [n_latent, style_dim], float32 on the CPU."""
     distortion: torch.Tensor | None = None
@@ -131,6 +141,7 @@ class Work:
     photo: Photo | None = None
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # recorded in latent files: source, from_latent
+    n_faces: int = 1  # faces found in the photo (``faces`` may hold only the chosen ones)
 
 
 @dataclass
@@ -143,6 +154,9 @@ class Face:
     distortion: torch.Tensor
     """The distortion map HFGI's second pass consults [3, 256, 256]."""
     alignment: AlignedFace | None
+    input: Image.Image | None
+    """The aligned face as it went into the model (the 1024 px FFHQ crop of a photo, or the crop
+    given); None for a latent file."""
     crops: dict[str, Image.Image]
     """Per label: the face as the model made it (aligned crop, full model resolution)."""
     codes: dict[str, torch.Tensor]
@@ -161,7 +175,7 @@ class Face:
 @dataclass
 class Result:
     """What one input became: ``images[label]`` (the whole photo with every face edited and pasted
-    back; the crop for an aligned crop or a latent file) and ``faces``, left to right."""
+    back; the crop for an aligned crop or a latent file) and ``faces``, in reading order."""
 
     source: str
     images: dict[str, Image.Image]
@@ -170,6 +184,8 @@ class Result:
     """The input photo (its format, mode, orientation and metadata), for writing results alike."""
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    n_faces: int = 1
+    """Faces found in the photo; ``faces`` holds the chosen ones (all unless ``faces=`` picked some)."""
 
     @property
     def image(self) -> Image.Image:
@@ -204,6 +220,7 @@ class Model:
         self.batch_size = batch_size or (1 if runtime.device.type == "cpu" else 8)
         """Faces per forward: 1 on a CPU (measured: batching brings nothing there), else 8."""
         self._editor: Editor | None = None
+        self._editor_lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -241,14 +258,15 @@ class Model:
 
     def _editor_for(self, specs: Sequence[EditSpec]) -> Editor:
         """The editor, its directions folder resolved when an edit first needs it."""
-        if self._editor is None or (self._editor.directions_dir is None and any(not s.direction_file for s in specs)):
-            from .weights import resolve_directions_dir
+        needs_folder = any(not s.direction_file for s in specs)
+        with self._editor_lock:
+            if self._editor is None or (self._editor.directions_dir is None and needs_folder):
+                from .weights import resolve_directions_dir
 
-            named = [s.attr for s in specs if not s.direction_file and s.ganspace is None]
-            needs = any(not s.direction_file for s in specs)
-            folder = resolve_directions_dir(self.directions, self.weights_dir, named) if needs else None
-            self._editor = Editor(folder, self.n_latent, self.style_dim, self.net.config.domain)
-        return self._editor
+                named = [s.attr for s in specs if not s.direction_file and s.ganspace is None]
+                folder = resolve_directions_dir(self.directions, self.weights_dir, named) if needs_folder else None
+                self._editor = Editor(folder, self.n_latent, self.style_dim, self.net.config.domain)
+            return self._editor
 
     def apply_edit(self, latent: torch.Tensor, slot: Slot) -> torch.Tensor:
         """W+ codes [B, n_latent, dim] moved by one slot's edit (unchanged for None)."""
@@ -265,21 +283,36 @@ class Model:
         aligned: bool = False,
         max_faces: int | None = None,
         min_qsize: float = MIN_QSIZE,
+        min_face: float | None = None,
+        faces: Sequence[int] | None = None,
     ) -> Work:
-        """Decode an input into faces ready for ``forward``; raises InputError naming the cause."""
+        """Decode an input into faces ready for ``forward``; raises InputError naming the cause.
+
+        ``faces`` picks faces by index (reading order, as ``hfgi align`` numbers them): the others
+        stay untouched in the output. ``min_face`` is the detector's (see ``detect.detect_faces``).
+        """
         name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
         meta = {"source": name}
         if aligned:
             crop = load_crop(source, name)
-            return Work(name, "crop", [FaceWork(0, crop=image_to_tensor(crop, ENCODER_INPUT_SIZE))], meta=meta)
+            face = FaceWork(0, crop=image_to_tensor(crop, ENCODER_INPUT_SIZE), picture=crop)
+            return Work(name, "crop", [face], meta=meta)
         photo = load_picture(source, name)
-        found = find_faces(photo.image, FFHQ_SIZE, max_faces=max_faces, min_qsize=min_qsize, source=name)
+        found = find_faces(photo.image, FFHQ_SIZE, max_faces=max_faces, min_qsize=min_qsize, min_face=min_face,
+                           source=name)
         problem = found.problem(name)
         if problem:
             raise InputError(problem)
-        faces = [FaceWork(k, crop=image_to_tensor(face.image, ENCODER_INPUT_SIZE), alignment=face)
-                 for k, face in enumerate(found.faces)]
-        return Work(name, "photo", faces, photo=photo, notes=found.notes(name), meta=meta)
+        notes = found.notes(name)
+        chosen = range(len(found.faces)) if faces is None else sorted(set(faces))
+        missing = [k for k in chosen if not 0 <= k < len(found.faces)]
+        if missing:
+            notes.append(f"{name}: has {len(found.faces)} face(s), no face {', '.join(map(str, missing))}")
+        work = [FaceWork(k, crop=image_to_tensor(found.faces[k].image, ENCODER_INPUT_SIZE), alignment=found.faces[k],
+                         picture=found.faces[k].image) for k in chosen if 0 <= k < len(found.faces)]
+        if not work:
+            raise InputError(f"{name}: none of the chosen faces is in it ({len(found.faces)} face(s) found)")
+        return Work(name, "photo", work, photo=photo, notes=notes, meta=meta, n_faces=len(found.faces))
 
     def prepare_latent(self, path: str | os.PathLike[str]) -> Work:
         """A latent file written by ``hfgi invert``/``edit``: its codes, no encoder needed."""
@@ -298,8 +331,8 @@ class Model:
         with self.runtime.session():
             enc = self.net.encode(torch.stack([f.crop for f in todo]).to(self.device))
         latent, distortion = enc["latent"].float().cpu(), enc["distortion"].float().cpu()
-        for i, face in enumerate(todo):
-            face.latent, face.distortion, face.crop = latent[i], distortion[i], None
+        for i, face in enumerate(todo):  # own copies: a row of the batch would keep (and save) all of it
+            face.latent, face.distortion, face.crop = latent[i].clone(), distortion[i].clone(), None
         return enc["low_res"] if len(todo) == len(faces) else None
 
     def decode_faces(
@@ -315,7 +348,7 @@ class Model:
                 images = self.net.decode(codes, distortion, low_res if slot is None else None)
                 images, codes = images.float().cpu(), codes.float().cpu()
                 for i, face in enumerate(faces):
-                    face.outputs.append((images[i], codes[i]))
+                    face.outputs.append((images[i].clone(), codes[i].clone()))
 
     def forward(self, faces: Sequence[FaceWork], slots: Sequence[Slot]) -> None:
         """The model stage for a batch of faces (from any number of inputs): one encoding per
@@ -332,7 +365,7 @@ class Model:
             assert face.latent is not None and face.distortion is not None
             crops = {label: tensor_to_image(image) for label, (image, _) in zip(labels, face.outputs)}
             codes = {label: c for label, (_, c) in zip(labels, face.outputs)}
-            faces.append(Face(face.index, face.latent, face.distortion, face.alignment, crops, codes))
+            faces.append(Face(face.index, face.latent, face.distortion, face.alignment, face.picture, crops, codes))
         images: dict[str, Image.Image] = {}
         for label in labels:
             if work.photo is None:
@@ -340,7 +373,7 @@ class Model:
             else:
                 pasted = [(f.crops[label], f.alignment) for f in faces if f.alignment is not None]
                 images[label] = paste_back(work.photo.image, pasted)
-        return Result(work.source, images, faces, work.photo, work.notes, work.meta)
+        return Result(work.source, images, faces, work.photo, work.notes, work.meta, work.n_faces)
 
     # ------------------------------------------------------------------ one input, start to end
     def run(self, work: Work, edits: Sequence[EditSpec]) -> Result:
@@ -349,18 +382,35 @@ class Model:
             self.forward(work.faces[start : start + self.batch_size], edits)
         return self.finish(work, edits)
 
-    def invert(self, source: PictureLike, *, aligned: bool = False, max_faces: int | None = None) -> Result:
+    def invert(
+        self,
+        source: PictureLike,
+        *,
+        aligned: bool = False,
+        faces: Sequence[int] | None = None,
+        max_faces: int | None = None,
+        min_face: float | None = None,
+    ) -> Result:
         """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
-        ``result.images["inversion"]``."""
-        return self.run(self.prepare(source, aligned=aligned, max_faces=max_faces), [])
+        ``result.images["inversion"]``. ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
+        work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
+        return self.run(work, [])
 
     def edit(
-        self, source: PictureLike, edits: Edits, *, aligned: bool = False, max_faces: int | None = None
+        self,
+        source: PictureLike,
+        edits: Edits,
+        *,
+        aligned: bool = False,
+        faces: Sequence[int] | None = None,
+        max_faces: int | None = None,
+        min_face: float | None = None,
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
         from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``."""
         specs = self.edit_specs(edits)
-        return self.run(self.prepare(source, aligned=aligned, max_faces=max_faces), specs)
+        work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
+        return self.run(work, specs)
 
     def edit_latents(self, path: str | os.PathLike[str], edits: Edits) -> Result:
         """Edit from a latent file written by ``hfgi invert``/``edit``: no encoder, crop out."""

@@ -278,10 +278,11 @@ def load_crop(source: PictureLike, what: str = "image") -> Image.Image:
 
 def load_picture(source: PictureLike, what: str = "image") -> Photo:
     """A path, PIL image or uint8 array as a Photo; a bad file raises InputError naming it."""
-    if isinstance(source, Image.Image):
-        return photo_from_image(source)
-    if isinstance(source, np.ndarray):
-        return photo_from_image(_array_image(source, what))
+    if isinstance(source, (Image.Image, np.ndarray)):
+        img = source if isinstance(source, Image.Image) else _array_image(source, what)
+        photo = photo_from_image(img)
+        check_size(Path(what), photo.image)
+        return photo
     path = Path(source)
     with decode_errors(path):
         photo = open_photo(path)

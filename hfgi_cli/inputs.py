@@ -43,10 +43,6 @@ class InputItem:
         return self.path.suffix.lower() in LATENT_EXTS
 
 
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTS
-
-
 def _stdin_paths(stream: IO[str]) -> list[str]:
     paths = []
     for line in stream:
@@ -117,3 +113,10 @@ def collect_inputs(
         else:
             problems.append(InputProblem(path, "no such file or folder"))
     return items, problems
+
+
+def face_name(stem: str, index: int, n_faces: int) -> str:
+    """``<stem>_<k>`` for face ``index`` of a photo with ``n_faces``; zero-padded beyond ten faces
+    (``_00`` .. ``_25``) so that a file browser sorts them in order."""
+    width = len(str(max(n_faces - 1, 0))) if n_faces > 10 else 1
+    return f"{stem}_{index:0{width}d}"

@@ -4,7 +4,8 @@ A ``torch.save`` dict of tensors and plain values (loads with ``weights_only=Tru
 
 - ``latent``: the W+ codes that made this output [n_latent, style_dim] (edited for an edit);
 - ``inversion_latent``: the encoder's W+ before any edit; ``distortion``: the distortion map
-  [3, 256, 256] that HFGI's second pass consults, so an edit from this file needs no encoder;
+  [3, 256, 256] that HFGI's second pass consults, in float16 (384 KB), so an edit from this file
+  needs no encoder (absent when written with ``--latents codes``);
 - ``edit`` (label or None), ``checkpoint`` (file name), ``n_latent``, ``source`` (the input);
 - for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``).
 
@@ -23,13 +24,12 @@ from .atomic import write_bytes
 from .inputs import InputError
 
 LATENT_FORMAT = "hfgi-latent/1"
-SUFFIX = ".pt"
 
 
 def make_record(
     latent: torch.Tensor,
     inversion_latent: torch.Tensor,
-    distortion: torch.Tensor,
+    distortion: torch.Tensor | None,
     *,
     edit: str | None,
     checkpoint: str,
@@ -38,17 +38,18 @@ def make_record(
     alignment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One face's latent record (see the module docstring); ``source`` holds ``source`` and, for
-    an input that was itself a latent file, ``from_latent``."""
+    an input that was itself a latent file, ``from_latent``. ``distortion`` None: codes only."""
     record: dict[str, Any] = {
         "format": LATENT_FORMAT,
-        "latent": latent.float().cpu().contiguous(),
-        "inversion_latent": inversion_latent.float().cpu().contiguous(),
-        "distortion": distortion.float().cpu().contiguous(),
+        "latent": latent.float().cpu().clone(),  # clones: never the storage of a whole batch
+        "inversion_latent": inversion_latent.float().cpu().clone(),
         "edit": edit,
         "checkpoint": checkpoint,
         "n_latent": int(latent.shape[0]),
         **source,
     }
+    if distortion is not None:
+        record["distortion"] = distortion.half().cpu().clone()
     if alignment is not None:
         record["alignment"] = alignment
         record["face"] = face
@@ -71,10 +72,11 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
     except Exception as exc:
         first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
         raise InputError(f"{path}: not a latent file ({first[:100]})") from None
-    if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")) or not torch.is_tensor(
-        data.get("distortion")
-    ):
+    if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")):
         raise InputError(f"{path}: not a latent file written by hfgi (needs 'latent' and 'distortion')")
+    if not torch.is_tensor(data.get("distortion")):
+        raise InputError(f"{path}: holds codes only (written with --latents codes); an edit needs the distortion "
+                         f"map too: invert again with --latents full")
     latent = data["latent"].float()
     if tuple(latent.shape) != (n_latent, style_dim):
         raise InputError(

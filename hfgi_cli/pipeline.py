@@ -22,6 +22,7 @@ outputs are complete and the input is skipped.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import queue
 import threading
@@ -31,15 +32,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from . import previews
 from .atomic import remove_stale_temps
 from .edits import EditSpec
-from .engine import INVERSION, FaceWork, Model, Result, Work
+from .engine import INVERSION, Face, FaceWork, Model, Result, Work
 from .images import save_image, save_photo
-from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem
+from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
 from .interrupt import stop_on_sigint
 from .latents import is_complete_latent, make_record, save_record
 
 _DONE = object()
+
+
+LATENT_MODES = ("full", "codes", "none")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """``--sweep attr=from:to:count``: one edit at evenly spaced strengths, shown as a grid per face."""
+
+    attr: str
+    strengths: tuple[float, ...]
+
+    @property
+    def specs(self) -> list[EditSpec]:
+        return [EditSpec(self.attr, s) for s in self.strengths]
 
 
 @dataclass
@@ -50,6 +69,11 @@ class RunOptions:
     overwrite: bool = False
     save_crops: bool = False
     max_faces: int | None = None
+    faces: list[int] | None = None  # edit only these faces of each photo (reading order)
+    min_face: float | None = None  # the detector's smallest face (FFHQ crop px); None: its default
+    latents: str = "full"  # full (codes + float16 distortion map) | codes | none
+    preview: bool = False  # also OUT/<name>_preview.jpg: original, inversion, each edit
+    sweep: Sweep | None = None  # instead of the outputs: one grid per face across strengths
     prefetch: int = 8
     io_workers: int = 0  # reader and writer threads each; 0: half the CPU cores, 1..8
 
@@ -103,38 +127,66 @@ class Pipeline:
     """Runs one command (invert or edit) over many inputs with one loaded model; can run again."""
 
     def __init__(self, model: Model, options: RunOptions) -> None:
+        if options.latents not in LATENT_MODES:
+            raise ValueError(f"--latents must be one of {', '.join(LATENT_MODES)}, not {options.latents!r}")
+        model.edit_specs(options.sweep.specs if options.sweep else options.edits)  # bad edits fail before any input
         self.model = model
         self.opts = options
-        self.slots: list[EditSpec | None] = list(options.edits) or [None]
+        self.outputs: list[EditSpec | None] = list(options.edits) or [None]
+        """The edits whose photos (and latent files) are written, in order."""
+        if options.sweep is not None:
+            self.slots: list[EditSpec | None] = list(options.sweep.specs)
+        elif options.preview and options.edits:
+            self.slots = [None, *options.edits]  # the preview shows the inversion too
+        else:
+            self.slots = list(self.outputs)
 
     # ------------------------------------------------------------------ the output layout
     def _detects(self, item: InputItem) -> bool:
         """Photos go through detection and paste-back; crops (--aligned) and latents do not."""
         return not self.opts.aligned and not item.is_latent
 
-    def planned_outputs(self, item: InputItem) -> list[tuple[Path, Path]]:
-        """(image, first latent file) per edit, in the order of the edits."""
-        planned = []
-        for slot in self.slots:
-            stem = item.rel.name + (f"_{slot.label}" if slot is not None else "")
-            if self._detects(item):
-                image = self.opts.out_dir / item.rel.parent / (stem + item.path.suffix.lower())
-                planned.append((image, image.with_name(f"{stem}_0.pt")))
-            else:
-                image = self.opts.out_dir / item.rel.parent / (stem + ".png")
-                planned.append((image, image.with_suffix(".pt")))
+    def _stem(self, item: InputItem, suffix: str) -> Path:
+        return self.opts.out_dir / item.rel.parent / (item.rel.name + suffix)
+
+    def image_path(self, item: InputItem, slot: EditSpec | None) -> Path:
+        stem = self._stem(item, f"_{slot.label}" if slot is not None else "")
+        return stem.with_name(stem.name + (item.path.suffix.lower() if self._detects(item) else ".png"))
+
+    def preview_path(self, item: InputItem) -> Path:
+        return self._stem(item, "_preview.jpg")
+
+    def sweep_path(self, item: InputItem, index: int, n_faces: int) -> Path:
+        assert self.opts.sweep is not None
+        return self._stem(item, "").with_name(face_name(f"{item.rel.name}_sweep-{self.opts.sweep.attr}", index,
+                                                        n_faces) + ".jpg")
+
+    def planned_outputs(self, item: InputItem) -> list[Path]:
+        """The files whose presence means the input is done (each is written last of its kind)."""
+        if self.opts.sweep is not None:
+            return [self.sweep_path(item, 0, 1)]
+        planned = [self.image_path(item, slot) for slot in self.outputs]
+        if not self._detects(item) and self.opts.latents != "none":
+            planned += [path.with_suffix(".pt") for path in planned]
+        if self.opts.preview:
+            planned.append(self.preview_path(item))
         return planned
 
     def is_done(self, item: InputItem) -> bool:
-        """Every image output exists and its latent loads: safe to skip on a re-run."""
-        return all(img.is_file() and is_complete_latent(pt) for img, pt in self.planned_outputs(item))
+        """Every planned output exists (latent files also load): safe to skip on a re-run. A photo's
+        image is written after its faces' latent files, so its presence vouches for them; a sweep's
+        grids are there when any of them is (whatever the face numbers)."""
+        if self.opts.sweep is not None:
+            first = self.sweep_path(item, 0, 1)
+            return any(first.parent.glob(glob.escape(first.name[: -len("_0.jpg")]) + "_*.jpg"))
+        return all(is_complete_latent(p) if p.suffix == ".pt" else p.is_file() for p in self.planned_outputs(item))
 
     # ------------------------------------------------------------------ stage 1
     def read(self, job: Job) -> None:
         """Skip finished work, refuse to overwrite an input, else run the engine's ``prepare``."""
         item = job.item
         source = item.path.resolve()
-        if any(path.resolve() == source for pair in self.planned_outputs(item) for path in pair):
+        if any(path.resolve() == source for path in self.planned_outputs(item)):
             raise InputError(f"{item.path}: its output would overwrite it; choose another -o folder")
         if not self.opts.overwrite and self.is_done(item):
             job.status = "skipped"
@@ -142,40 +194,71 @@ class Pipeline:
         if item.is_latent:
             job.work = self.model.prepare_latent(item.path)
         else:
-            job.work = self.model.prepare(item.path, aligned=self.opts.aligned, max_faces=self.opts.max_faces)
+            job.work = self.model.prepare(item.path, aligned=self.opts.aligned, max_faces=self.opts.max_faces,
+                                          faces=self.opts.faces if self._detects(item) else None,
+                                          min_face=self.opts.min_face)
         job.notes += job.work.notes
 
     # ------------------------------------------------------------------ stage 3
     def write(self, job: Job, result: Result) -> None:
-        """Save every output of a finished job (latents first, the image last), atomically."""
-        for slot, (image_path, _) in zip(self.slots, self.planned_outputs(job.item)):
+        """Save every output of a finished job atomically: per edit the faces' latent files (and
+        crops), then the image; then the preview. With --sweep, the grids only."""
+        item = job.item
+        if self.opts.sweep is not None:
+            self._write_sweep(job, result)
+            return
+        for slot in self.outputs:
             key = slot.label if slot is not None else INVERSION
-            edit = slot.label if slot is not None else None
-            if result.photo is None:
-                face = result.faces[0]
-                latent_path = image_path.with_suffix(".pt")
-                self._save_latent(result, face.index, key, edit, latent_path)
+            image_path = self.image_path(item, slot)
+            if result.photo is None:  # a crop or a latent file: one face, its image and latent side by side
+                written = [image_path]
+                if self.opts.latents != "none":
+                    written.append(image_path.with_suffix(".pt"))
+                    save_record(self._record(result, result.faces[0], key, slot), written[1])
                 save_image(result.images[key], image_path)
-                job.outputs += [str(image_path), str(latent_path)]
+                job.outputs += [str(p) for p in written]
                 continue
             for face in result.faces:
-                latent_path = image_path.with_name(f"{image_path.stem}_{face.index}.pt")
-                self._save_latent(result, face.index, key, edit, latent_path)
-                job.outputs.append(str(latent_path))
+                base = image_path.with_name(face_name(image_path.stem, face.index, result.n_faces))
+                if self.opts.latents != "none":
+                    save_record(self._record(result, face, key, slot), base.with_suffix(".pt"))
+                    job.outputs.append(str(base.with_suffix(".pt")))
                 if self.opts.save_crops:
-                    crop_path = latent_path.with_suffix(".png")
-                    save_image(face.crops[key], crop_path)
-                    job.outputs.append(str(crop_path))
+                    save_image(face.crops[key], base.with_suffix(".png"))
+                    job.outputs.append(str(base.with_suffix(".png")))
             save_photo(result.photo, result.images[key], image_path)
             job.outputs.append(str(image_path))
+        if self.opts.preview:
+            path = self.preview_path(item)
+            save_image(self._preview(result), path, quality=88)
+            job.outputs.append(str(path))
 
-    def _save_latent(self, result: Result, index: int, key: str, edit: str | None, path: Path) -> None:
-        face = result.faces[index]
+    def _record(self, result: Result, face: Face, key: str, slot: EditSpec | None) -> dict[str, Any]:
         alignment = face.alignment.to_json() if face.alignment is not None else None
-        record = make_record(face.codes[key], face.latent, face.distortion, edit=edit,
-                             checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
-                             alignment=alignment)
-        save_record(record, path)
+        distortion = face.distortion if self.opts.latents == "full" else None
+        return make_record(face.codes[key], face.latent, distortion, edit=slot.label if slot is not None else None,
+                           checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
+                           alignment=alignment)
+
+    def _preview(self, result: Result) -> Image.Image:
+        """Original (faces boxed and numbered), inversion, then each edit."""
+        panels: list[tuple[str, Image.Image]] = []
+        boxes = []
+        if result.photo is not None:
+            panels.append(("original", result.photo.image))
+            boxes = [(str(face.index), face.alignment.quad) for face in result.faces if face.alignment is not None]
+        elif result.faces[0].input is not None:
+            panels.append(("original", result.faces[0].input))
+        return previews.strip(panels + list(result.images.items()), boxes)
+
+    def _write_sweep(self, job: Job, result: Result) -> None:
+        for face in result.faces:
+            cells = [("original", face.input)] if face.input is not None else []
+            cells += [(f"{self.opts.sweep.attr} {s.strength:+g}", face.crops[s.label])  # type: ignore[union-attr]
+                      for s in self.slots if s is not None]
+            path = self.sweep_path(job.item, face.index, result.n_faces)
+            save_image(previews.grid(cells), path, quality=90)
+            job.outputs.append(str(path))
 
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[InputItem], on_done: Callable[[Job], None]) -> RunSummary:

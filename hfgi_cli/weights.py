@@ -61,7 +61,12 @@ class DownloadError(WeightsError):
 
 
 class NetworkError(DownloadError):
-    """The source could not be reached at all (offline, DNS, refused); names a manual-download URL."""
+    """The source could not be reached at all (offline, DNS, refused); names a manual-download URL.
+    ``reason`` is the network's own words (e.g. "Connection refused")."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class VerificationError(WeightsError):
@@ -243,7 +248,9 @@ def resolve_directions_dir(
         where = ", ".join(str(folder / manifest.get(n).path) for n in missing)
         raise WeightsMissingError(
             f"edit direction files missing: expected {where}; fetch them with "
-            f"`{fetch_command(missing, weights_dir)}`"
+            f"`{fetch_command(missing, weights_dir)}`, or, if you have them in another folder, point "
+            f"--directions DIR (the folder holding interfacegan/ and ganspace/), --weights-dir DIR or "
+            f"${ENV_HOME} at it"
         )
     return folder
 
@@ -626,7 +633,8 @@ def download(
         except NetworkError as exc:
             raise NetworkError(
                 f"no network: cannot reach {url} ({exc}); download {entry.manual_url} by hand and save it "
-                f"as {dest}"
+                f"as {dest}",
+                reason=f"cannot reach {urllib.parse.urlsplit(url).netloc}: {exc}",
             ) from None
         except _Interrupted as exc:
             if attempt >= retries:

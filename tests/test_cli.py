@@ -30,14 +30,16 @@ def test_invert_writes_an_image_and_a_latent_per_face(inverted: Path, small_ckpt
         assert img.size == (64, 64) and img.mode == "RGB"  # the small model's full resolution
         record = torch.load(inverted / f"{face.stem}.pt", map_location="cpu")
         assert record["latent"].shape == (10, 64) and record["latent"].dtype == torch.float32
-        assert record["distortion"].shape == (3, 256, 256) and record["distortion"].dtype == torch.float32
+        assert record["distortion"].shape == (3, 256, 256) and record["distortion"].dtype == torch.float16
         assert record["source"] == str(face)
         assert record["checkpoint"] == small_ckpt.name
     assert not list(inverted.glob(".*"))
 
 
-def test_edit_from_latent_equals_edit_from_image(inverted: Path, small_ckpt: Path, small_directions: Path,
-                                                 tmp_path: Path) -> None:
+def test_edit_from_latent_matches_edit_from_image(inverted: Path, small_ckpt: Path, small_directions: Path,
+                                                  tmp_path: Path) -> None:
+    """The latent file keeps the distortion map in float16: an edit from it matches the edit from the
+    image up to that rounding (within one level on >= 99.9 % of pixels)."""
     common = ["--checkpoint", str(small_ckpt), "--directions", str(small_directions), "--aligned", "--quiet",
               "--attr", "smile", "--strength", "2", "--attr", "lip", "--strength", "1"]
     a = run_cli("edit", str(FACES / "00044.jpg"), str(FACES / "00051.jpg"), "-o", str(tmp_path / "img"), *common)
@@ -45,9 +47,9 @@ def test_edit_from_latent_equals_edit_from_image(inverted: Path, small_ckpt: Pat
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     for stem in ("00044", "00051"):
         for label in ("smile+2", "lip+1"):
-            x = np.asarray(Image.open(tmp_path / "img" / f"{stem}_{label}.png"))
-            y = np.asarray(Image.open(tmp_path / "pt" / f"{stem}_{label}.png"))
-            assert np.array_equal(x, y)
+            x = np.asarray(Image.open(tmp_path / "img" / f"{stem}_{label}.png"), dtype=np.int16)
+            y = np.asarray(Image.open(tmp_path / "pt" / f"{stem}_{label}.png"), dtype=np.int16)
+            assert (np.abs(x - y) <= 1).all(axis=-1).mean() >= 0.999 and np.abs(x - y).max() <= 3
             la = torch.load(tmp_path / "img" / f"{stem}_{label}.pt")["latent"]
             lb = torch.load(tmp_path / "pt" / f"{stem}_{label}.pt")["latent"]
             assert torch.allclose(la, lb, atol=1e-6)

@@ -32,7 +32,7 @@ def test_edit_replaces_every_face_and_nothing_else(small_ckpt: Path, small_direc
     b = np.asarray(edited, dtype=np.int16)
     inside = np.zeros(a.shape[:2], dtype=bool)
     for k in range(n):
-        record = torch.load(tmp_path / f"collage_real_edits_smile+2_{k}.pt", map_location="cpu")
+        record = torch.load(tmp_path / f"collage_real_edits_smile+2_{k:02d}.pt", map_location="cpu")  # > 10 faces
         assert record["latent"].shape == (10, 64) and record["face"] == k
         assert record["alignment"]["source"] == str(photo)
         from hfgi_cli.align import AlignedFace
@@ -44,7 +44,7 @@ def test_edit_replaces_every_face_and_nothing_else(small_ckpt: Path, small_direc
         # the random model's face differs strongly from the real one where the mask is solid
         assert (changed[weight > 0.99] > 8).mean() > 0.5, k
         inside[y0:y1, x0:x1] |= weight > 0
-        assert (tmp_path / f"collage_real_edits_smile+2_{k}.png").is_file()
+        assert (tmp_path / f"collage_real_edits_smile+2_{k:02d}.png").is_file()
     # outside every face the photo is unchanged, up to JPEG re-encoding (quality 95)
     outside = ~inside
     diff = np.abs(a - b).max(axis=-1)[outside]

@@ -231,8 +231,10 @@ def test_missing_checkpoint_names_path_and_command(tmp_path: Path) -> None:
 
 
 def test_resolve_directions_dir(tmp_path: Path) -> None:
-    with pytest.raises(w.WeightsMissingError, match="hfgi weights download interfacegan_age"):
+    with pytest.raises(w.WeightsMissingError, match="hfgi weights download interfacegan_age") as missing:
         w.resolve_directions_dir(None, tmp_path)
+    for option in ("--directions DIR", "--weights-dir DIR", "$HFGI_HOME"):  # the folder you may already have
+        assert option in str(missing.value)
     (tmp_path / "interfacegan").mkdir()
     (tmp_path / "interfacegan" / "smile.pt").write_bytes(_shared("interfacegan/smile.pt"))
     assert w.resolve_directions_dir(None, tmp_path) == tmp_path
@@ -424,12 +426,18 @@ def test_cli_verify_checkpoint_file(small_ckpt: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "not a PyTorch file" in result.stderr
 
 
-def test_cli_without_network_prints_one_line(tmp_path: Path) -> None:
+def test_cli_without_network_tries_every_file_then_prints_one_summary(tmp_path: Path) -> None:
     env = {w.ENV_MIRROR: f"http://127.0.0.1:{_closed_port()}", "COLUMNS": "80"}
     result = runner.invoke(app, ["weights", "download", "-q", "--weights-dir", str(tmp_path)], env=env)
     assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: no network")
-    assert "https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view" in result.stderr
+    lines = result.stderr.splitlines()
+    manifest = w.load_manifest()
+    assert lines[0].startswith(f"error: no network: could not fetch {len(manifest.files)} file(s)")
+    assert len(lines) == 1 + len(manifest.files)
+    for entry, line in zip(manifest.files, lines[1:]):  # each with its manual URL and destination
+        assert line == f"  {entry.name}: {entry.manual_url} -> {tmp_path / entry.path}"
+    assert "https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view" in lines[1]
+    assert not any(tmp_path.rglob("*.*"))
 
 
 @pytest.mark.parametrize("command", ["path", "list", "download", "verify"])

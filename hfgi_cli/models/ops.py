@@ -7,7 +7,7 @@ Each op takes ``impl``, chosen by the caller (as NVlabs stylegan3's ``impl='ref'
   faster on a CPU (one grouped convolution; in-place updates of a fresh activation).
 - ``"cuda"``: a kernel compiled with ninja the first time it is needed on a CUDA tensor. Where it
   cannot run (not a CUDA tensor, autograd needs a backward, the build failed: one warning), the
-  op falls back to its plain-PyTorch form, so the tool stays correct on every machine.
+  op falls back to its faster plain-PyTorch form, so the tool stays correct on every machine.
 """
 
 from __future__ import annotations
@@ -259,6 +259,6 @@ def upfirdn2d(
         return ops.upfirdn2d(
             x.contiguous(), kernel, int(up), int(up), int(down), int(down), pad_x0, pad_x1, pad_y0, pad_y1
         )
-    if impl == "depthwise" and x.ndim == 4:
+    if impl in ("depthwise", "cuda") and x.ndim == 4:  # "cuda" where the kernel cannot run: the faster plain form
         return upfirdn2d_depthwise(x, kernel, up, down, pad)
     return upfirdn2d_reference(x, kernel, up, down, pad)

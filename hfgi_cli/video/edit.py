@@ -191,6 +191,19 @@ def _write(out: VideoOutput, frames: list[np.ndarray], total: int | None,
             on_progress(out.frames, total)
 
 
+def _finish(out: VideoOutput, audio_from: Path | None, stop: threading.Event | None) -> None:
+    """Close the video and mux the audio; a Ctrl-C seen meanwhile still ends the run without output
+    (whatever ffmpeg made of it)."""
+    try:
+        out.finish(audio_from)
+    except Exception:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt
+
+
 def _frame_record(track: Track, raw: np.ndarray | None) -> FrameRecord:
     _, vec, shot, detected = track
     nan_quad, nan_marks = np.full((4, 2), np.nan), np.full((N_LANDMARKS, 2), np.nan)
@@ -224,6 +237,7 @@ def edit_video(
     ``output.pt`` and ``output.distortion.npy``."""
     started = time.perf_counter()
     output = _checked_output(output)
+    model.edit_specs([opts.edit])  # an unknown edit or a bad direction file fails before any frame
     src = open_source(source, opts.fps, exact_count=opts.ramp is not None)
     tracker = Tracker(opts.smooth_window, opts.max_gap, opts.min_qsize)
     with contextlib.ExitStack() as stack:
@@ -235,10 +249,13 @@ def edit_video(
             frame = Frame(track[0], pixels, track[2], _tracked_face(pixels, track[1]))
             _write(out, editor.push(frame), src.n_frames, on_progress, stop)
         _write(out, editor.flush(), src.n_frames, on_progress, stop)
+        audio = src.kind == "video" and src.has_audio
+        _finish(out, src.path if audio else None, stop)
         edit = {"attr": opts.edit.attr, "direction_file": opts.edit.direction_file, "strength": opts.edit.strength,
                 "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
+        # the codes before the video: an existing OUT.mp4 always has its latents
         store.commit(src, model.checkpoint, opts.smooth_window, edit)
-        audio = out.commit(src.path if src.kind == "video" else None)
+        out.commit()
     frames = store.frames
     return VideoResult(output, store.pt_path, len(frames), sum(f.found for f in frames),
                        sum(f.detected for f in frames), tracker.shots, audio, False, time.perf_counter() - started)
@@ -272,6 +289,7 @@ def edit_video_from_latents(
     no encoder; only the generator passes of the edit run. Writes ``output`` (.mp4) only."""
     started = time.perf_counter()
     output, latents = _checked_output(output), Path(latents)
+    model.edit_specs([opts.edit])
     data = read_video_latents(latents, model.n_latent, model.style_dim)
     source = Path(data["source"])
     if not source.exists():
@@ -290,6 +308,8 @@ def edit_video_from_latents(
         _write(out, editor.flush(), n, on_progress, stop)
         if out.frames != n:
             raise VideoError(f"{source}: has {out.frames} frames, the latents were made from {n}")
-        audio = out.commit(src.path if src.kind == "video" else None)
+        audio = src.kind == "video" and src.has_audio
+        _finish(out, src.path if audio else None, stop)
+        out.commit()
     return VideoResult(output, None, n, int(data["found"].sum()), int(data["detected"].sum()),
                        int(data["segment"].max()) + 1 if n else 0, audio, True, time.perf_counter() - started)

@@ -52,9 +52,22 @@ def ffmpeg_streams(path: Path) -> str:
     """ffmpeg's description of a file's streams (its stderr for ``ffmpeg -i PATH``)."""
     proc = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace",
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True,  # a Ctrl-C is ours to handle, not ffmpeg's
     )
     return proc.stderr
+
+
+def count_frames(path: Path) -> int:
+    """The exact number of video frames (ffmpeg reads the stream through without decoding it)."""
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
+    if proc.returncode != 0 or not counts:
+        last = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:120]
+        raise VideoError(f"{path}: cannot count the frames ({last})")
+    return int(counts[-1])
 
 
 def has_audio_stream(path: Path) -> bool:
@@ -97,7 +110,7 @@ def open_source(path: str | os.PathLike[str], fps: float | None = None, exact_co
         raise VideoError(f"{path}: unknown frame rate")
     size = tuple(int(v) for v in meta["size"])
     if exact_count:
-        n_frames: int | None = int(imageio_ffmpeg.count_frames_and_secs(str(path))[0])
+        n_frames: int | None = count_frames(path)
     else:
         duration = float(meta.get("duration") or 0)
         n_frames = max(1, round(duration * rate)) if duration > 0 else None
@@ -194,21 +207,24 @@ class VideoOutput:
         self.writer = H264Writer(self.video_tmp, size, fps)
         stack.callback(self.writer.close)
         self.frames = 0
+        self._done = self.video_tmp
 
     def write(self, frames: list[np.ndarray]) -> None:
         for frame in frames:
             self.writer.write(frame)
             self.frames += 1
 
-    def commit(self, audio_from: Path | None) -> bool:
-        """Close the encoder, copy the audio of ``audio_from`` (if it has any), rename the result into
-        place; returns whether audio was copied."""
+    def finish(self, audio_from: Path | None) -> None:
+        """Close the encoder and copy the audio track of ``audio_from`` (None: no audio) into the
+        result, still under its temporary name."""
         self.writer.close()
         if self.frames == 0:
             raise VideoError("the input has no frames")
-        done, audio = self.video_tmp, False
-        if audio_from is not None and has_audio_stream(audio_from):
+        self._done = self.video_tmp
+        if audio_from is not None:
             mux_audio(self.video_tmp, audio_from, self.mux_tmp, self.frames / self.fps)
-            done, audio = self.mux_tmp, True
-        os.replace(done, self.output)
-        return audio
+            self._done = self.mux_tmp
+
+    def commit(self) -> None:
+        """Rename the finished video into place (after ``finish``)."""
+        os.replace(self._done, self.output)

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Face detection recall, false faces and speed on composite photos with known faces.
+
+    python benchmarks/bench_detect.py [--photos 24] [--seed 0] [--legacy] [--angles 0,-22,22]
+
+Each test photo (1 to 12 MP) is a background with 1-8 of the 12 aligned faces of
+``../shared/data/faces`` pasted in, each scaled so that its FFHQ crop is 80-600 px and rotated by
+-30..+30 degrees (an aligned 256 px face crop IS its FFHQ crop, so the pasted square is the truth).
+Backgrounds are blurred, tiled pieces of the shared photos away from their faces, plus noise,
+so the detector sees textures, not a flat colour. A further set of photos has no face at all.
+
+A true face counts as found when a detected face's FFHQ square has its centre within 25 % of the
+true side and a side within 0.7-1.4x of it. Reported: recall by crop size and by tilt, recall of
+the faces the goal covers (crop >= 128 px and >= 4 % of the photo's long side, |tilt| <= 30),
+false faces per photo (detections matching no true face; on the no-face photos separately), the
+median alignment error of found faces (corner distance / side), and seconds per photo by size.
+``--legacy`` measures the previous detector (one upright HOG pass on a copy of at most 1024 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+from hfgi_cli.align import face_quad  # noqa: E402
+from hfgi_cli.detect import _detector, _predictor, detect_faces  # noqa: E402
+
+SIZES_MP = (1.0, 3.0, 6.0, 12.0)
+ASPECT = 4 / 3
+
+
+@dataclass
+class TrueFace:
+    quad: np.ndarray  # (4, 2) FFHQ square corners, face_quad order
+    side: float
+    tilt: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.quad.mean(axis=0)
+
+
+def _square(cx: float, cy: float, side: float, tilt: float) -> np.ndarray:
+    """FFHQ square corners (top-left, bottom-left, bottom-right, top-right) of a face turned by ``tilt``
+    degrees counter-clockwise (as PIL's rotate shows it)."""
+    a = math.radians(tilt)
+    x = np.array([math.cos(a), -math.sin(a)]) * side / 2  # along the eyes, left to right
+    y = np.array([math.sin(a), math.cos(a)]) * side / 2  # down the face
+    c = np.array([cx, cy])
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """Blurred, tiled pieces of the shared photos (regions without faces) plus mild noise."""
+    sources = [
+        Image.open(SHARED / "data" / "photos" / "astronaut.png").convert("RGB").crop((300, 0, 512, 512)),
+        Image.open(SHARED / "data" / "photos" / "grace_hopper.jpg").convert("RGB").crop((0, 300, 140, 600)),
+        Image.open(SHARED / "data" / "photos" / "astronaut.png").convert("RGB").crop((0, 300, 200, 512)),
+    ]
+    canvas = Image.new("RGB", size)
+    tile = int(rng.integers(300, 700))
+    for y in range(0, size[1], tile):
+        for x in range(0, size[0], tile):
+            piece = sources[int(rng.integers(len(sources)))].resize((tile, tile), Image.Resampling.BILINEAR)
+            if rng.random() < 0.5:
+                piece = piece.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            canvas.paste(piece, (x, y))
+    canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(1, 4))))
+    arr = np.asarray(canvas, dtype=np.float32) + rng.normal(0, 4, (size[1], size[0], 3))
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def compose(rng: np.random.Generator, faces: list[Image.Image], mp: float) -> tuple[Image.Image, list[TrueFace]]:
+    w = int(math.sqrt(mp * 1e6 * ASPECT))
+    h = int(w / ASPECT)
+    photo = background(rng, (w, h))
+    placed: list[TrueFace] = []
+    for _ in range(int(rng.integers(1, 9))):
+        side = float(rng.uniform(80, min(600, 0.45 * h)))
+        tilt = float(rng.uniform(-30, 30))
+        for _attempt in range(30):
+            cx, cy = rng.uniform(0.75 * side, w - 0.75 * side), rng.uniform(0.75 * side, h - 0.75 * side)
+            if all(np.hypot(cx - f.centre[0], cy - f.centre[1]) > 0.8 * (side + f.side) for f in placed):
+                break
+        else:
+            continue
+        face = faces[int(rng.integers(len(faces)))].resize((round(side), round(side)), Image.Resampling.LANCZOS)
+        mask = Image.new("L", face.size, 255)
+        rotated = face.rotate(tilt, Image.Resampling.BICUBIC, expand=True)
+        mask = mask.rotate(tilt, Image.Resampling.BICUBIC, expand=True)
+        photo.paste(rotated, (round(cx - rotated.width / 2), round(cy - rotated.height / 2)), mask)
+        placed.append(TrueFace(_square(cx, cy, side, tilt), side, tilt))
+    return photo, placed
+
+
+def legacy_detect(image: Image.Image) -> list[np.ndarray]:
+    """The detector before the rotation sweep: one upright HOG pass (upsampled once) on a copy of
+    at most 1024 px, landmarks on the full-resolution photo."""
+    import dlib
+
+    predictor = _predictor()
+    full = np.asarray(image)
+    scale = min(1.0, 1024 / max(image.size))
+    small_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = np.asarray(image.resize(small_size, Image.Resampling.BILINEAR, reducing_gap=2.0)) if scale < 1 else full
+    sx, sy = image.width / small.shape[1], image.height / small.shape[0]
+    with _detector() as detector:
+        boxes, scores, _ = detector.run(small, 1, 0.0)
+    faces = []
+    for box, score in zip(boxes, scores):
+        if score >= 0.5:
+            rect = dlib.rectangle(round(box.left() * sx), round(box.top() * sy), round(box.right() * sx),
+                                  round(box.bottom() * sy))
+            faces.append(np.array([[p.x, p.y] for p in predictor(full, rect).parts()], dtype=np.float64))
+    return faces
+
+
+def match(found: list[np.ndarray], truth: list[TrueFace]) -> tuple[list[float | None], int]:
+    """Per true face: the alignment error of its match (None: missed); and the unmatched detections."""
+    quads = [face_quad(lm)[0] for lm in found]
+    used: set[int] = set()
+    errors: list[float | None] = []
+    for t in truth:
+        best, best_d = None, math.inf
+        for i, q in enumerate(quads):
+            side = np.hypot(*(q[3] - q[0]))
+            d = np.hypot(*(q.mean(0) - t.centre))
+            if i not in used and d < 0.25 * t.side and 0.7 < side / t.side < 1.4 and d < best_d:
+                best, best_d = i, d
+        if best is None:
+            errors.append(None)
+        else:
+            used.add(best)
+            errors.append(float(np.linalg.norm(quads[best] - t.quad, axis=1).mean() / t.side))
+    return errors, len(quads) - len(used)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=24, help="photos with faces (spread over 1-12 MP)")
+    ap.add_argument("--empty", type=int, default=8, help="photos without a face")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--legacy", action="store_true", help="measure the previous detector")
+    ap.add_argument("--angles", default=None, help="angles to scan, e.g. 0,-22,22 (default: the detector's)")
+    ap.add_argument("--min-face", type=float, default=None, help="min_face of the detector (default: its own)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    faces = [Image.open(p).convert("RGB") for p in sorted((SHARED / "data" / "faces").glob("*.jpg"))]
+    options: dict = {}
+    if args.angles:
+        options["angles"] = tuple(float(a) for a in args.angles.split(","))
+    if args.min_face is not None:
+        options["min_face"] = args.min_face
+
+    def detect(photo: Image.Image) -> list[np.ndarray]:
+        return legacy_detect(photo) if args.legacy else detect_faces(photo, **options)
+
+    rows: list[tuple[TrueFace, float | None, float]] = []  # (face, error or None, photo long side)
+    false_faces, seconds = [], {mp: [] for mp in SIZES_MP}
+    for k in range(args.photos):
+        mp = SIZES_MP[k % len(SIZES_MP)]
+        photo, truth = compose(rng, faces, mp)
+        start = time.perf_counter()
+        found = detect(photo)
+        seconds[mp].append(time.perf_counter() - start)
+        errors, extra = match(found, truth)
+        false_faces.append(extra)
+        rows += [(t, e, max(photo.size)) for t, e in zip(truth, errors)]
+    empty_false = []
+    for k in range(args.empty):
+        mp = SIZES_MP[k % len(SIZES_MP)]
+        w = int(math.sqrt(mp * 1e6 * ASPECT))
+        photo = background(rng, (w, int(w / ASPECT)))
+        start = time.perf_counter()
+        empty_false.append(len(detect(photo)))
+        seconds[mp].append(time.perf_counter() - start)
+
+    def recall(selected: list[tuple[TrueFace, float | None, float]]) -> str:
+        if not selected:
+            return "   -   (0)"
+        hits = sum(e is not None for _, e, _ in selected)
+        return f"{100 * hits / len(selected):5.1f} % ({hits}/{len(selected)})"
+
+    print(f"detector: {'legacy (upright, <= 1024 px)' if args.legacy else f'detect_faces {options}'}; "
+          f"{args.photos} photos with {len(rows)} faces, {args.empty} without")
+    print("recall by FFHQ crop size:")
+    for lo, hi in ((80, 128), (128, 200), (200, 350), (350, 601)):
+        print(f"  {lo:>3}-{hi - 1:<3} px  {recall([r for r in rows if lo <= r[0].side < hi])}")
+    print("recall by tilt:")
+    for lo, hi in ((0, 10), (10, 20), (20, 31)):
+        print(f"  |tilt| {lo:>2}-{hi - 1:<2} deg  {recall([r for r in rows if lo <= abs(r[0].tilt) < hi])}")
+    goal = [r for r in rows if r[0].side >= 128 and r[0].side >= 0.04 * r[2]]
+    print(f"goal faces (crop >= 128 px and >= 4 % of the long side): recall {recall(goal)}")
+    errs = [e for _, e, _ in rows if e is not None]
+    if errs:
+        print(f"alignment error of found faces (mean corner distance / side): median {np.median(errs):.3f}, "
+              f"90th percentile {np.percentile(errs, 90):.3f}")
+    print(f"false faces: {np.mean(false_faces):.2f} per photo with faces, "
+          f"{sum(empty_false)} in {args.empty} photos without faces")
+    print("seconds per photo (detection + landmarks):")
+    for mp, times in seconds.items():
+        if times:
+            print(f"  {mp:4.0f} MP  mean {np.mean(times):5.2f} s  max {np.max(times):5.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Results to look at and choose from (--preview, --sweep), chosen faces (--faces), latent files
+(--latents), progress without a terminal, and the shipped example photos (small model)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hfgi_cli.align import photo_mask
+from hfgi_cli.cli import RunStatus
+from hfgi_cli.engine import load_model
+from hfgi_cli.inputs import collect_inputs, face_name
+from hfgi_cli.pipeline import Job, Pipeline, RunOptions, Sweep
+from hfgi_cli.previews import PREVIEW_HEIGHT
+
+from .conftest import FACES, REPO, run_cli
+
+EXAMPLES = REPO / "examples" / "photos"
+GROUP = EXAMPLES / "group.jpg"
+
+
+@pytest.fixture(scope="module")
+def group_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped group photo as PNG, so that untouched pixels can be compared exactly."""
+    path = tmp_path_factory.mktemp("group") / "group.png"
+    Image.open(GROUP).save(path)
+    return path
+
+
+def common(ckpt: Path, directions: Path) -> list[str]:
+    return ["--checkpoint", str(ckpt), "--directions", str(directions), "--quiet", "--device", "cpu"]
+
+
+def test_readme_main_command_edits_every_face_of_the_example_photos(small_ckpt: Path, small_directions: Path,
+                                                                   tmp_path: Path) -> None:
+    result = run_cli("edit", str(EXAMPLES), "--attr", "smile", "--strength", "2", "-o", str(tmp_path), "--json",
+                     *common(small_ckpt, small_directions))
+    assert result.returncode == 0, result.stderr
+    faces = {Path(r["input"]).name: r["faces"] for r in map(json.loads, result.stdout.splitlines())}
+    assert faces == {"astronaut.jpg": 1, "grace_hopper.jpg": 1, "group.jpg": 4}
+    assert (tmp_path / "group_smile+2.jpg").is_file()
+
+
+def test_preview_strip(small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
+    result = run_cli("edit", str(FACES / "00044.jpg"), str(EXAMPLES / "astronaut.jpg"), "-o", str(tmp_path),
+                     "-a", "smile", "-s", "2", "-a", "age", "-s", "-2", "--preview",
+                     *common(small_ckpt, small_directions))
+    assert result.returncode == 0, result.stderr
+    strip = Image.open(tmp_path / "astronaut_preview.jpg")
+    # original, inversion, two edits: four square panels at the preview height, 2 px apart
+    assert strip.size == (4 * PREVIEW_HEIGHT + 3 * 2, PREVIEW_HEIGHT) and strip.format == "JPEG"
+    assert (tmp_path / "00044_preview.jpg").is_file()
+    assert (tmp_path / "astronaut_smile+2.jpg").is_file() and not (tmp_path / "astronaut.jpg").exists()
+
+
+def test_sweep_encodes_each_face_once(small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
+    model = load_model(small_ckpt, device="cpu", directions=small_directions, batch_size=1)
+    calls = {"encoder": 0}
+    real = model.net.encoder.forward
+
+    def counting(*args, **kwargs):
+        calls["encoder"] += 1
+        return real(*args, **kwargs)
+
+    model.net.encoder.forward = counting  # type: ignore[method-assign]
+    items, _ = collect_inputs([str(EXAMPLES / "astronaut.jpg")])
+    sweep = Sweep("smile", (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0))
+    done: list[Job] = []
+    Pipeline(model, RunOptions(tmp_path, [], sweep=sweep)).run(items, done.append)
+    assert [j.status for j in done] == ["ok"] and calls["encoder"] == 1  # one encoding, seven strengths
+    grid = Image.open(tmp_path / "astronaut_sweep-smile_0.jpg")
+    assert grid.size == (8 * 256 + 7 * 2, 256)  # the face as given, then seven strengths
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_sweep-smile_0.jpg"]
+
+
+def test_chosen_faces_only(small_ckpt: Path, small_directions: Path, group_png: Path, tmp_path: Path) -> None:
+    result = run_cli("edit", str(group_png), "-o", str(tmp_path), "-a", "smile", "-s", "2", "--faces", "0,2",
+                     "--json", *common(small_ckpt, small_directions))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["faces"] == 2
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["group_smile+2_0.pt", "group_smile+2_2.pt"]
+    src = np.asarray(Image.open(group_png).convert("RGB"), dtype=np.int16)
+    out = np.asarray(Image.open(tmp_path / "group_smile+2.png").convert("RGB"), dtype=np.int16)
+    edited = np.zeros(src.shape[:2], bool)
+    for k in (0, 2):
+        record = torch.load(tmp_path / f"group_smile+2_{k}.pt", weights_only=True)
+        from hfgi_cli.align import AlignedFace
+
+        face = AlignedFace.from_json(record["alignment"], Image.new("RGB", (1024, 1024)))
+        (x0, y0, x1, y1), weight = photo_mask(face)
+        edited[y0:y1, x0:x1] |= weight > 0
+    assert np.array_equal(out[~edited], src[~edited])  # faces 1 and 3 (and all else) untouched
+    assert not np.array_equal(out[edited], src[edited])
+
+
+@pytest.mark.parametrize("mode", ["full", "codes", "none"])
+def test_latent_file_modes(mode: str, small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
+    result = run_cli("invert", str(FACES / "00044.jpg"), "-o", str(tmp_path), "--aligned", "--latents", mode,
+                     "--checkpoint", str(small_ckpt), "--quiet")
+    assert result.returncode == 0, result.stderr
+    pt = tmp_path / "00044.pt"
+    assert (tmp_path / "00044.png").is_file() and pt.exists() == (mode != "none")
+    if mode == "none":
+        return
+    record = torch.load(pt, weights_only=True)
+    assert ("distortion" in record) == (mode == "full")
+    if mode == "full":
+        assert record["distortion"].dtype == torch.float16
+        return
+    again = run_cli("edit", str(pt), "-o", str(tmp_path / "e"), "-a", "smile", *common(small_ckpt, small_directions))
+    assert again.returncode == 1 and "codes only" in again.stderr and "--latents full" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--faces", "one"], "--faces takes face indices"),
+        (["--faces", "-1"], "--faces takes face indices from 0"),
+        (["--latents", "half"], "--latents must be one of"),
+        (["--sweep", "smile=-3:3"], "--sweep takes ATTR=FROM:TO:COUNT"),
+        (["--sweep", "smile=-3:3:99"], "COUNT must be 2..25"),
+        (["--sweep", "grin=-1:1:3"], "unknown attribute 'grin'"),
+        (["--sweep", "smile=-1:1:3", "-a", "age"], "give --sweep alone"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(args: list[str], message: str, small_ckpt: Path, tmp_path: Path) -> None:
+    edit = [] if "--sweep" in args else ["-a", "smile"]
+    result = run_cli("edit", str(FACES / "00044.jpg"), "-o", str(tmp_path / "out"), "--checkpoint", str(small_ckpt),
+                     *edit, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_status_lines_without_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    status = RunStatus("edit", total=3, every=0.05)
+    with status.ticking(silent=False):
+        job = Job(collect_inputs([str(FACES / "00044.jpg")])[0][0], status="ok", n_faces=2)
+        with status.lock:
+            status.count(job)
+        time.sleep(0.3)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edit:")]
+    assert len(lines) >= 2
+    assert "1/3 inputs, 2 faces" in lines[-1] and "img/s" in lines[-1] and "left" in lines[-1]
+
+
+def test_face_names_sort() -> None:
+    assert [face_name("p", k, 3) for k in (0, 2)] == ["p_0", "p_2"]
+    names = [face_name("p", k, 26) for k in range(26)]
+    assert names[:2] == ["p_00", "p_01"] and sorted(names) == names
