@@ -110,7 +110,8 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
         return value
 
     photo_path = SHARED / "data" / "photos" / "astronaut.png"
-    model = clock("load model", lambda: load_model(checkpoint, device=device)).net
+    engine = clock("load model", lambda: load_model(checkpoint, device=device))
+    model = engine.net
     photo = clock("decode photo (astronaut.png)", open_photo, photo_path)
     landmarks = clock("detect faces (astronaut.png)", detect_faces, photo.image)
     aligned, _ = clock("align face at 1024 (astronaut.png)", align_faces, photo.image, landmarks)
@@ -118,7 +119,7 @@ def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int) ->
     outs = []
     for start in range(0, len(images), batch):
         x = torch.stack([image_to_tensor(im) for im in images[start : start + batch]]).to(device)
-        with torch.inference_mode():
+        with engine.runtime.session():  # as the engine runs the model (fp32 exact, no TF32)
             codes = clock("encoder", model.latent_codes, x)
             first = clock("generator pass", model.synthesize, codes)
             low = model.to_low_res(first)

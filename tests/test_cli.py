@@ -90,3 +90,16 @@ def test_usage_errors_exit_2(small_ckpt: Path, small_directions: Path, tmp_path:
                      "-a", "age", "-a", "smile", "-s", "1", "-s", "2", "-s", "3")
     assert counts.returncode == 2 and "--strength" in counts.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_latent_files_of_a_batch_hold_one_face_each(small_ckpt: Path, tmp_path: Path) -> None:
+    """A face's codes are rows of its batch's tensors; each file must hold its own face only (a
+    saved row would otherwise carry the storage of the whole batch, other inputs' faces included)."""
+    faces = [str(p) for p in sorted(FACES.glob("*.jpg"))[:4]]
+    result = run_cli("invert", *faces, "-o", str(tmp_path), "--checkpoint", str(small_ckpt), "--aligned", "-b", "4",
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    one_face = 3 * 256 * 256 * 2 + 2 * 10 * 64 * 4  # float16 distortion map and two W+ codes
+    for pt in tmp_path.glob("*.pt"):
+        assert pt.stat().st_size < 1.2 * one_face + 4096, (pt.name, pt.stat().st_size)
+
