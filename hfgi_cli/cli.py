@@ -166,7 +166,7 @@ MinFaceOpt = typer.Option(
 LatentsOpt = typer.Option(
     "full", "--latents",
     help="Latent files beside the outputs: full (W+ codes and the float16 distortion map: any later edit "
-    "from the file, no encoder), codes (W+ only, ~40 KB), none.",
+    "from the file, no encoder), codes (the W+ codes only, ~75 KB for the published model), none.",
 )
 PreviewOpt = typer.Option(
     False, "--preview", help="Also write OUT/<name>_preview.jpg: original (faces boxed), inversion, each edit."
