@@ -187,14 +187,12 @@ def _load(
 ) -> Model:
     """Everything that can refuse a run, checked before any input is touched (exit 2 on failure):
     the precision, the attribute names, the checkpoint, the device, and every edit's direction file."""
-    from .edits import EditError, check_attribute
+    from .edits import EditError, check_names
     from .engine import load_model
     from .models.hfgi import CheckpointError
 
     try:
-        for spec in edits:  # unknown names fail before the checkpoint is read
-            if not spec.direction_file:
-                check_attribute(spec.attr)
+        check_names(edits)  # unknown names and duplicates fail before the checkpoint is read
         model = load_model(checkpoint, device=device, precision=precision, directions=directions,
                            weights_dir=weights_dir, batch_size=batch_size)
         model.edit_specs(edits)
@@ -215,12 +213,7 @@ def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]
         strengths = [1.0] * len(wanted)
     if len(strengths) != len(wanted):
         fail(f"{len(wanted)} edits but {len(strengths)} --strength values; give one per edit (or one for all)")
-    specs = [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
-    labels = [s.label for s in specs]
-    twice = sorted({x for x in labels if labels.count(x) > 1})
-    if twice:
-        fail(f"the same edit is asked for twice ({', '.join(twice)})")
-    return specs
+    return [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
 
 
 def _face_indices(text: Optional[str]) -> Optional[list[int]]:

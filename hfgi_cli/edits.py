@@ -174,6 +174,18 @@ def as_edit_specs(edits: Edits) -> list[EditSpec]:
     return specs
 
 
+def check_names(specs: Sequence[EditSpec]) -> None:
+    """What can be checked without reading a file: each named attribute is known, and no edit is
+    asked for twice (their outputs would share a name)."""
+    labels = [s.label for s in specs]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise EditError(f"the same edit is asked for twice ({', '.join(twice)})")
+    for spec in specs:
+        if not spec.direction_file and spec.ganspace is None:
+            check_attribute(spec.attr)
+
+
 def check_attribute(name: str) -> None:
     """Unknown names fail before anything is loaded, with the list of known ones."""
     if name not in INTERFACEGAN and name not in GANSPACE:

@@ -32,7 +32,7 @@ from PIL import Image
 
 from .align import MIN_QSIZE, AlignedFace, paste_back
 from .detect import find_faces
-from .edits import EditError, Editor, Edits, EditSpec, as_edit_specs, check_attribute
+from .edits import Editor, Edits, EditSpec, as_edit_specs, check_names
 from .images import Photo, PictureLike, image_to_tensor, load_crop, load_picture, tensor_to_image
 from .inputs import InputError
 from .latents import read_latent
@@ -244,13 +244,7 @@ class Model:
         """Parse and check edits before any input is touched: unknown attributes, missing or
         ill-shaped direction files raise EditError / weights.WeightsMissingError."""
         specs = as_edit_specs(edits)
-        labels = [s.label for s in specs]
-        twice = sorted({x for x in labels if labels.count(x) > 1})
-        if twice:
-            raise EditError(f"the same edit is asked for twice ({', '.join(twice)})")
-        for spec in specs:
-            if not spec.direction_file and spec.ganspace is None:
-                check_attribute(spec.attr)
+        check_names(specs)
         editor = self._editor_for(specs)
         for spec in specs:
             editor.check(spec)
