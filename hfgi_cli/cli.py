@@ -84,10 +84,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def progress(quiet: bool, *columns: ProgressColumn) -> Progress:
     """The one progress bar factory (shown only on a terminal, and not with --quiet)."""
-    columns = columns or (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )
     return Progress(*columns, console=console, disable=quiet or not console.is_terminal)
 
 
@@ -159,9 +155,11 @@ FacesOpt = typer.Option(
     "the others stay untouched.",
 )
 MinFaceOpt = typer.Option(
-    None, "--min-face", min=16,
+    None, "--min-face", min=80,
     help="Smallest face searched for, as its FFHQ crop side in photo pixels (default: 128 px and 4 % of "
-    "the photo's long side). Smaller finds smaller faces in big photos, at more detection time.",
+    "the photo's long side; faces under 80 px are never used). Smaller finds smaller faces in big photos, "
+    "at more detection time. Face numbers (--faces) count the faces found with the same --min-face and "
+    "--max-faces.",
 )
 LatentsOpt = typer.Option(
     "full", "--latents",
@@ -216,9 +214,12 @@ def _edit_specs(attrs: list[str], strengths: list[float], directions: list[Path]
     return [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
 
 
-def _face_indices(text: Optional[str]) -> Optional[list[int]]:
+def _face_indices(text: Optional[str], aligned: bool) -> Optional[list[int]]:
+    """--faces K,K (for photos; an aligned crop or a latent file is one face)."""
     if text is None:
         return None
+    if aligned:
+        fail("--faces picks faces of photos; with --aligned each input is one face")
     try:
         indices = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -241,6 +242,8 @@ def _sweep(text: str) -> Any:
         fail(f"--sweep takes ATTR=FROM:TO:COUNT (e.g. smile=-3:3:7), not {text!r}")
     if not 2 <= n <= 25:
         fail(f"--sweep: COUNT must be 2..25, not {n}")
+    if a == b:
+        fail(f"--sweep: FROM and TO must differ, not both {a:g}")
     try:
         check_attribute(attr)
     except EditError as exc:
@@ -398,7 +401,8 @@ def invert(
     from .pipeline import RunOptions
 
     options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces,
-                         faces=_face_indices(faces), min_face=min_face, latents=_latents(latents), preview=preview)
+                         faces=_face_indices(faces, aligned), min_face=min_face, latents=_latents(latents),
+                         preview=preview)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
     _run("invert", inputs, options, model_args, quiet, as_json)
@@ -464,12 +468,14 @@ def edit(
     if sweep is not None:
         if attr or direction or strength:
             fail("give --sweep alone, or --attr/--direction with --strength, not both")
+        if preview or save_crops or latents != "full":
+            fail("--sweep writes only its grids: drop --preview, --save-crops and --latents")
         sweep_spec = _sweep(sweep)
         specs = sweep_spec.specs
     else:
         sweep_spec, specs = None, _edit_specs(attr, strength, direction)
     options = RunOptions(out, [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops,
-                         max_faces=max_faces, faces=_face_indices(faces), min_face=min_face,
+                         max_faces=max_faces, faces=_face_indices(faces, aligned), min_face=min_face,
                          latents=_latents(latents), preview=preview, sweep=sweep_spec)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
@@ -485,7 +491,8 @@ def edit(
         "k counts the faces of one photo from 0 in reading order (rows top to bottom, each left to right), "
         "even when there is only one face; with more than ten faces it is zero-padded (_00, _01, ...) so "
         "names sort. "
-        "Faces smaller than an 80 px square (eyes to mouth under ~22 px) are skipped with a note. "
+        "Faces are searched down to an FFHQ square of 128 px and 4 % of the photo's long side (--min-face "
+        "searches smaller ones); found faces under 80 px (eyes to mouth under ~22 px) are skipped with a note. "
         "Folders are searched recursively and laid out under OUT as for `hfgi invert`. "
         "A photo without a usable face is reported on stderr (\"no face found in X\"); "
         "the run goes on and exits with status 1."
@@ -504,6 +511,7 @@ def align_command(
     max_faces: Optional[int] = typer.Option(
         None, "--max-faces", min=1, help="Keep at most N faces per photo (the largest ones)."
     ),
+    min_face: Optional[float] = MinFaceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     from .crops import align_items
@@ -514,7 +522,7 @@ def align_command(
         error(problem)
     with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("aligning", total=len(items))
-        report = align_items(items, out, size, max_faces=max_faces, on_note=note,
+        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, on_note=note,
                              on_photo_done=lambda _path: bar.advance(task))
     if not quiet:
         note(f"wrote {len(report.written)} face(s) from {len(items)} photo(s) to {out}")

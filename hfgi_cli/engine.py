@@ -12,7 +12,8 @@ streaming pipeline (``hfgi invert|edit``) runs the same stages for many inputs, 
 reader threads, ``forward`` on batches that mix faces of several inputs, ``finish`` in writer
 threads; ``hfgi video`` runs ``forward``'s two halves on its tracked crops (``encode_faces``, a
 moving average of W+ over frames, ``decode_faces``) and ``finish`` per frame. So every door gives
-the same pixels for the same input and options. Device, precision and the backend settings they need are set
+the same pixels for the same input and options (an edit from a latent file, whose distortion map is
+stored in float16, within one level). Device, precision and the backend settings they need are set
 here, for the duration of each model call, and restored after it.
 """
 
@@ -94,7 +95,7 @@ class Runtime:
             yield
 
 
-_CUDA_FLAGS_LOCK = threading.Lock()
+_CUDA_FLAGS_LOCK = threading.RLock()  # re-entrant: a session may run inside another one
 
 
 @contextlib.contextmanager
@@ -351,8 +352,9 @@ class Model:
         self.decode_faces(faces, list(slots) or [None], low_res)
 
     # ------------------------------------------------------------------ stage 3: finish (CPU)
-    def finish(self, work: Work, slots: Sequence[Slot]) -> Result:
-        """Outputs per label: crops as images, and each photo with its faces pasted back."""
+    def finish(self, work: Work, slots: Sequence[Slot], paste: bool = True) -> Result:
+        """Outputs per label: crops as images, and (``paste``) each photo with its faces pasted back;
+        without ``paste``, ``images`` stays empty for a photo (e.g. a sweep shows crops only)."""
         labels = [slot_label(s) for s in (list(slots) or [None])]
         faces = []
         for face in work.faces:
@@ -364,7 +366,7 @@ class Model:
         for label in labels:
             if work.photo is None:
                 images[label] = faces[0].crops[label]
-            else:
+            elif paste:
                 pasted = [(f.crops[label], f.alignment) for f in faces if f.alignment is not None]
                 images[label] = paste_back(work.photo.image, pasted)
         return Result(work.source, images, faces, work.photo, work.notes, work.meta, work.n_faces)

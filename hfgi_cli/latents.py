@@ -73,7 +73,7 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
         first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
         raise InputError(f"{path}: not a latent file ({first[:100]})") from None
     if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")):
-        raise InputError(f"{path}: not a latent file written by hfgi (needs 'latent' and 'distortion')")
+        raise InputError(f"{path}: not a latent file written by hfgi (no 'latent' codes)")
     if not torch.is_tensor(data.get("distortion")):
         raise InputError(f"{path}: holds codes only (written with --latents codes); an edit needs the distortion "
                          f"map too: invert again with --latents full")
@@ -89,8 +89,15 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
 
 def is_complete_latent(path: Path) -> bool:
     """A quick validity check used to skip finished work on re-runs."""
+    return latent_fits(path, full=False)
+
+
+def latent_fits(path: Path, full: bool) -> bool:
+    """The file loads as a latent file, with the distortion map too when ``full``."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return False
-    return isinstance(data, dict) and torch.is_tensor(data.get("latent"))
+    return isinstance(data, dict) and torch.is_tensor(data.get("latent")) and (
+        not full or torch.is_tensor(data.get("distortion"))
+    )

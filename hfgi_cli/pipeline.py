@@ -12,17 +12,22 @@ Outputs of one input (``item.rel`` is its place under OUT, see ``inputs.collect_
 edit label (none for an inversion):
 
 - a photo: ``OUT/<rel>[_<label>].<its suffix>`` with every face pasted back, and one latent file
-  ``OUT/<rel>[_<label>]_<k>.pt`` per face k (``--save-crops``: also ``..._<k>.png``);
-- an aligned crop or a latent file: ``OUT/<rel>[_<label>].png`` and ``.pt``.
+  ``OUT/<rel>[_<label>]_<k>.pt`` per face k (``--save-crops``: also ``..._<k>.png``; ``<k>`` is
+  zero-padded beyond ten faces, ``inputs.face_name``);
+- an aligned crop or a latent file: ``OUT/<rel>[_<label>].png`` and ``.pt``;
+- ``--preview``: ``OUT/<rel>_preview.jpg``; ``--latents codes|none``: smaller or no ``.pt`` files;
+- ``--sweep``: only ``OUT/<rel>_sweep-<attr>_<k>.jpg`` per face, then ``OUT/<rel>_sweep-<attr>.json``.
 
-Every file is written atomically, the image last, so on a re-run an existing image means its
-outputs are complete and the input is skipped.
+Every file is written atomically, each input's images after its latent files and the sweep's
+record after its grids, so on a re-run the planned files that exist (and fit the options) mean
+the input is done and it is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import queue
 import threading
@@ -35,13 +40,13 @@ from typing import Any
 from PIL import Image
 
 from . import previews
-from .atomic import remove_stale_temps
+from .atomic import remove_stale_temps, write_bytes
 from .edits import EditSpec
 from .engine import INVERSION, Face, FaceWork, Model, Result, Work
 from .images import save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
 from .interrupt import stop_on_sigint
-from .latents import is_complete_latent, make_record, save_record
+from .latents import latent_fits, make_record, save_record
 
 _DONE = object()
 
@@ -161,10 +166,19 @@ class Pipeline:
         return self._stem(item, "").with_name(face_name(f"{item.rel.name}_sweep-{self.opts.sweep.attr}", index,
                                                         n_faces) + ".jpg")
 
+    def sweep_record_path(self, item: InputItem) -> Path:
+        assert self.opts.sweep is not None
+        return self._stem(item, f"_sweep-{self.opts.sweep.attr}.json")
+
+    def _sweep_record(self) -> dict[str, Any]:
+        assert self.opts.sweep is not None
+        return {"attr": self.opts.sweep.attr, "strengths": list(self.opts.sweep.strengths), "faces": self.opts.faces,
+                "min_face": self.opts.min_face, "max_faces": self.opts.max_faces}
+
     def planned_outputs(self, item: InputItem) -> list[Path]:
         """The files whose presence means the input is done (each is written last of its kind)."""
         if self.opts.sweep is not None:
-            return [self.sweep_path(item, 0, 1)]
+            return [self.sweep_record_path(item)]
         planned = [self.image_path(item, slot) for slot in self.outputs]
         if not self._detects(item) and self.opts.latents != "none":
             planned += [path.with_suffix(".pt") for path in planned]
@@ -173,13 +187,29 @@ class Pipeline:
         return planned
 
     def is_done(self, item: InputItem) -> bool:
-        """Every planned output exists (latent files also load): safe to skip on a re-run. A photo's
-        image is written after its faces' latent files, so its presence vouches for them; a sweep's
-        grids are there when any of them is (whatever the face numbers)."""
+        """Every planned output exists and fits this run's options: safe to skip on a re-run.
+
+        A photo's image is written after its faces' latent files, so its presence vouches for them
+        once one of them shows they were written as ``--latents`` asks (a run with ``--latents
+        none`` or ``codes`` does not count as done for ``full``); a sweep is done when its record
+        (written after the grids) holds the same strengths and faces."""
         if self.opts.sweep is not None:
-            first = self.sweep_path(item, 0, 1)
-            return any(first.parent.glob(glob.escape(first.name[: -len("_0.jpg")]) + "_*.jpg"))
-        return all(is_complete_latent(p) if p.suffix == ".pt" else p.is_file() for p in self.planned_outputs(item))
+            record = self.sweep_record_path(item)
+            try:
+                return json.loads(record.read_text(encoding="utf-8")) == self._sweep_record()
+            except (OSError, ValueError):
+                return False
+        planned = self.planned_outputs(item)
+        if not all(p.is_file() for p in planned):
+            return False
+        if self.opts.latents == "none":
+            return True
+        if self._detects(item):  # one face's file stands for all (face numbers are known after detection)
+            image = planned[0]
+            planned = sorted(image.parent.glob(glob.escape(image.stem) + "_*.pt"))[:1]
+            if not planned:
+                return False
+        return all(latent_fits(p, full=self.opts.latents == "full") for p in planned if p.suffix == ".pt")
 
     # ------------------------------------------------------------------ stage 1
     def read(self, job: Job) -> None:
@@ -259,6 +289,9 @@ class Pipeline:
             path = self.sweep_path(job.item, face.index, result.n_faces)
             save_image(previews.grid(cells), path, quality=90)
             job.outputs.append(str(path))
+        record = self.sweep_record_path(job.item)
+        write_bytes(record, (json.dumps(self._sweep_record()) + "\n").encode())
+        job.outputs.append(str(record))
 
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[InputItem], on_done: Callable[[Job], None]) -> RunSummary:
@@ -367,7 +400,7 @@ class _Run:
                 return
             try:
                 assert job.work is not None
-                self.p.write(job, self.model.finish(job.work, self.p.slots))
+                self.p.write(job, self.model.finish(job.work, self.p.slots, paste=self.p.opts.sweep is None))
                 job.status = "ok"
             except Exception as exc:
                 job.fail(f"{job.item.path}: cannot write output ({exc})")

@@ -76,7 +76,12 @@ def test_sweep_encodes_each_face_once(small_ckpt: Path, small_directions: Path, 
     assert [j.status for j in done] == ["ok"] and calls["encoder"] == 1  # one encoding, seven strengths
     grid = Image.open(tmp_path / "astronaut_sweep-smile_0.jpg")
     assert grid.size == (8 * 256 + 7 * 2, 256)  # the face as given, then seven strengths
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_sweep-smile_0.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_sweep-smile.json", "astronaut_sweep-smile_0.jpg"]
+    # done: a re-run with the same sweep skips it, another range redoes it
+    again = Pipeline(model, RunOptions(tmp_path, [], sweep=sweep)).run(items, done.append)
+    assert [j.status for j in again.jobs] == ["skipped"]
+    other = Pipeline(model, RunOptions(tmp_path, [], sweep=Sweep("smile", (-1.0, 1.0)))).run(items, done.append)
+    assert [j.status for j in other.jobs] == ["ok"] and calls["encoder"] == 2
 
 
 def test_chosen_faces_only(small_ckpt: Path, small_directions: Path, group_png: Path, tmp_path: Path) -> None:
@@ -117,6 +122,13 @@ def test_latent_file_modes(mode: str, small_ckpt: Path, small_directions: Path, 
     assert again.returncode == 1 and "codes only" in again.stderr and "--latents full" in again.stderr
 
 
+def test_a_run_without_latent_files_is_not_done_for_one_that_wants_them(small_ckpt: Path, tmp_path: Path) -> None:
+    args = ["invert", str(EXAMPLES / "astronaut.jpg"), "-o", str(tmp_path), "--checkpoint", str(small_ckpt), "--json"]
+    status = [json.loads(run_cli(*args, *extra).stdout)["status"] for extra in (["--latents", "none"], [], [])]
+    assert status == ["ok", "ok", "skipped"]
+    assert torch.is_tensor(torch.load(tmp_path / "astronaut_0.pt", weights_only=True)["distortion"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -127,6 +139,9 @@ def test_latent_file_modes(mode: str, small_ckpt: Path, small_directions: Path, 
         (["--sweep", "smile=-3:3:99"], "COUNT must be 2..25"),
         (["--sweep", "grin=-1:1:3"], "unknown attribute 'grin'"),
         (["--sweep", "smile=-1:1:3", "-a", "age"], "give --sweep alone"),
+        (["--sweep", "smile=1:1:3"], "FROM and TO must differ"),
+        (["--sweep", "smile=-1:1:3", "--preview"], "--sweep writes only its grids"),
+        (["--faces", "0", "--aligned"], "--faces picks faces of photos"),
     ],
 )
 def test_bad_option_values_are_usage_errors(args: list[str], message: str, small_ckpt: Path, tmp_path: Path) -> None:
