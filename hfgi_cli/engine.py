@@ -137,7 +137,6 @@ class Work:
     """One input between the stages: its faces and, for a photo, the photo to paste them into."""
 
     source: str
-    kind: str  # photo | crop | latent
     faces: list[FaceWork]
     photo: Photo | None = None
     notes: list[str] = field(default_factory=list)
@@ -291,7 +290,7 @@ class Model:
         if aligned:
             crop = load_crop(source, name)
             face = FaceWork(0, crop=image_to_tensor(crop, ENCODER_INPUT_SIZE), picture=crop)
-            return Work(name, "crop", [face], meta=meta)
+            return Work(name, [face], meta=meta)
         photo = load_picture(source, name)
         found = find_faces(photo.image, FFHQ_SIZE, max_faces=max_faces, min_qsize=min_qsize, min_face=min_face,
                            source=name)
@@ -307,14 +306,14 @@ class Model:
                          picture=found.faces[k].image) for k in chosen if 0 <= k < len(found.faces)]
         if not work:
             raise InputError(f"{name}: none of the chosen faces is in it ({len(found.faces)} face(s) found)")
-        return Work(name, "photo", work, photo=photo, notes=notes, meta=meta, n_faces=len(found.faces))
+        return Work(name, work, photo=photo, notes=notes, meta=meta, n_faces=len(found.faces))
 
     def prepare_latent(self, path: str | os.PathLike[str]) -> Work:
         """A latent file written by ``hfgi invert``/``edit``: its codes, no encoder needed."""
         data = read_latent(Path(path), self.n_latent, self.style_dim)
         face = FaceWork(0, latent=data["latent"].float(), distortion=data["distortion"].float())
         meta = {"source": data.get("source"), "from_latent": str(path)}
-        return Work(str(path), "latent", [face], meta=meta)
+        return Work(str(path), [face], meta=meta)
 
     # ------------------------------------------------------------------ stage 2: forward (model)
     def encode_faces(self, faces: Sequence[FaceWork]) -> torch.Tensor | None:
@@ -389,8 +388,7 @@ class Model:
     ) -> Result:
         """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
         ``result.images["inversion"]``. ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
-        work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
-        return self.run(work, [])
+        return self.edit(source, None, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
 
     def edit(
         self,

@@ -146,7 +146,7 @@ class FrameEditor:
             self.model.decode_faces([f.face for f in edited], [slot])  # type: ignore[misc]
             for f in edited:
                 photo = Photo(Image.fromarray(f.pixels), "RGB", None)
-                work = Work(self.source, "photo", [f.face], photo=photo)  # type: ignore[list-item]
+                work = Work(self.source, [f.face], photo=photo)  # type: ignore[list-item]
                 f.pixels = np.asarray(self.model.finish(work, [slot]).image)
         return [f.pixels for f in frames]
 
