@@ -171,6 +171,17 @@ PreviewOpt = typer.Option(
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
+RayOpt = typer.Option(
+    False, "--ray",
+    help="Run on a Ray cluster: --ray-address, else $RAY_ADDRESS, else one started with `ray start` on this "
+    "machine, else a local one for the run. Detection on CPU tasks, the model on one actor per GPU (CPU actors "
+    "without GPUs); the same outputs, --json lines and exit status. Needs `pip install 'hfgi-cli[ray]'`.",
+)
+RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
+WorkersOpt = typer.Option(
+    None, "--workers", min=1,
+    help="With --ray: model actors (default: one per GPU of the cluster; without GPUs, one per 8 of half its CPUs).",
+)
 
 
 # ----------------------------------------------------------------------------- model and edits
@@ -261,13 +272,18 @@ def _latents(mode: str) -> str:
 
 
 def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
-         as_json: bool, edits: Optional[list[EditSpec]] = None) -> NoReturn:
-    """Load the model, check every edit up front, then stream the inputs through the pipeline."""
+         as_json: bool, edits: Optional[list[EditSpec]] = None, ray: Optional[dict[str, Any]] = None) -> NoReturn:
+    """Load the model, check every edit up front, then stream the inputs through the pipeline (or,
+    with ``ray`` (``run_on_ray``'s address and workers), run it on a Ray cluster)."""
     from .inputs import collect_inputs
     from .pipeline import Pipeline
 
+    if ray is not None:
+        inputs, options.out_dir = _ray_paths(inputs, options.out_dir)
     items, problems = collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
-    model = _load(**model_args, edits=edits or options.edits)
+    # with --ray the actors load the model for their device; this copy checks it, on the CPU
+    local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
+    model = _load(**local_args, edits=edits or options.edits)
     for problem in problems:
         error(problem)
         if as_json:
@@ -293,9 +309,45 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
                 status.count(job)
                 bar.update(task, completed=status.done, status=status.text(short=True))
 
-        summary = Pipeline(model, options).run(items, on_done)
+        if ray is None:
+            summary = Pipeline(model, options).run(items, on_done)
+        else:
+            from .ray import run_on_ray
+
+            try:
+                summary = run_on_ray(model, options, items, on_done, model_args=model_args, **ray)
+            except ValueError as exc:  # the cluster cannot run the model as asked (--device cuda without GPUs)
+                fail(str(exc))
     _print_summary(summary, quiet, extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
+
+
+def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) -> Optional[dict[str, Any]]:
+    """--ray's arguments for ``run_on_ray``; without Ray installed, the install hint (exit 2)."""
+    if not use_ray:
+        if address is not None or workers is not None:
+            fail("--ray-address and --workers go with --ray")
+        return None
+    from importlib.util import find_spec
+
+    if find_spec("ray") is None:
+        fail("--ray needs Ray: pip install 'hfgi-cli[ray]'")
+    return {"address": address, "workers": workers}
+
+
+def _ray_paths(inputs: list[str], out: Path) -> tuple[list[str], Path]:
+    """``file://`` URIs as local paths (object stores are not supported yet)."""
+    from urllib.parse import unquote, urlparse
+
+    def local(text: str) -> str:
+        if "://" not in text and not text.startswith("file:"):
+            return text
+        uri = urlparse(text)
+        if uri.scheme != "file":
+            fail(f"{text}: only local paths and file:// URIs can be used with --ray so far")
+        return unquote(uri.path)
+
+    return [local(i) for i in inputs], Path(local(str(out)))
 
 
 class RunStatus:
@@ -391,6 +443,9 @@ def invert(
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
+    use_ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Reconstruct faces with HFGI.
 
@@ -405,7 +460,7 @@ def invert(
                          preview=preview)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
-    _run("invert", inputs, options, model_args, quiet, as_json)
+    _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers))
 
 
 def _list_attrs_callback(value: bool) -> None:
@@ -454,6 +509,9 @@ def edit(
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
+    use_ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
     list_attrs: bool = typer.Option(
         False, "--list-attrs", is_eager=True, callback=_list_attrs_callback, help="List the attributes and exit."
     ),
@@ -479,7 +537,7 @@ def edit(
                          latents=_latents(latents), preview=preview, sweep=sweep_spec)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
-    _run("edit", inputs, options, model_args, quiet, as_json, specs)
+    _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers))
 
 
 # ----------------------------------------------------------------------------- align

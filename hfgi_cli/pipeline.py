@@ -293,6 +293,27 @@ class Pipeline:
         write_bytes(record, (json.dumps(self._sweep_record()) + "\n").encode())
         job.outputs.append(str(record))
 
+    # ------------------------------------------------------------------ one job, failures recorded
+    def read_job(self, job: Job) -> None:
+        """``read``, a failure recorded on the job: a bad input fails only itself."""
+        try:
+            self.read(job)
+        except InputError as exc:
+            job.fail(str(exc))
+        except Exception as exc:  # a bug or an odd file must not stop the other inputs
+            job.fail(f"{job.item.path}: {exc.__class__.__name__}: {exc}")
+
+    def write_job(self, job: Job) -> None:
+        """``Model.finish`` and ``write`` for a job whose faces went through the model; a failure is
+        recorded on the job. Its work (images and codes) is released either way."""
+        try:
+            assert job.work is not None
+            self.write(job, self.model.finish(job.work, self.slots, paste=self.opts.sweep is None))
+            job.status = "ok"
+        except Exception as exc:
+            job.fail(f"{job.item.path}: cannot write output ({exc})")
+        job.work = None
+
     # ------------------------------------------------------------------ driver
     def run(self, items: Sequence[InputItem], on_done: Callable[[Job], None]) -> RunSummary:
         """Process every input; ``on_done`` is called once per job (from a writer or the main thread)."""
@@ -360,12 +381,7 @@ class _Run:
                 if job is None:
                     break
                 job.started = time.perf_counter()
-                try:
-                    self.p.read(job)
-                except InputError as exc:
-                    job.fail(str(exc))
-                except Exception as exc:  # a bug or an odd file must not stop the other inputs
-                    job.fail(f"{job.item.path}: {exc.__class__.__name__}: {exc}")
+                self.p.read_job(job)
                 self.read_q.put(job)
         finally:
             self.read_q.put(_DONE)
@@ -398,13 +414,7 @@ class _Run:
             job = self.write_q.get()
             if job is _DONE:
                 return
-            try:
-                assert job.work is not None
-                self.p.write(job, self.model.finish(job.work, self.p.slots, paste=self.p.opts.sweep is None))
-                job.status = "ok"
-            except Exception as exc:
-                job.fail(f"{job.item.path}: cannot write output ({exc})")
-            job.work = None  # release images and codes
+            self.p.write_job(job)
             self.done(job)
 
     def done(self, job: Job) -> None:
@@ -416,11 +426,9 @@ class _Run:
             self.stop.set()
 
     def fail_batch(self, batch: list[tuple[Job, FaceWork]], exc: Exception) -> None:
-        hint = "; try a smaller --batch-size" if "out of memory" in str(exc).lower() else ""
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
         for job in {id(job): job for job, _ in batch}.values():  # each once, in order
             if job.status != "error":
-                job.fail(f"{job.item.path}: model failed ({reason}){hint}")
+                job.fail(model_failure(job, exc))
                 self.done(job)
 
 
@@ -432,3 +440,10 @@ def _completed_jobs(batch: list[tuple[Job, FaceWork]]) -> list[Job]:
         if job.pending_faces == 0 and job.status != "error":
             done.append(job)
     return done
+
+
+def model_failure(job: Job, exc: BaseException) -> str:
+    """The one-line error of an input whose model batch failed (e.g. out of GPU memory)."""
+    hint = "; try a smaller --batch-size" if "out of memory" in str(exc).lower() else ""
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+    return f"{job.item.path}: model failed ({reason}){hint}"

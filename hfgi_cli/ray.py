@@ -1,0 +1,372 @@
+"""The pipeline as a Ray Data job (``hfgi invert|edit --ray``), and its stages for your own Ray jobs.
+
+    prepare   CPU tasks    ``Pipeline.read_job``: skip-if-done, decode, detect, align   (dlib)
+    model     actor pool   ``HFGIEdit``: ``Model.forward`` on batches mixing faces of many inputs,
+                           one actor per GPU (CPU actors on a cluster without GPUs)
+    write     CPU tasks    ``Pipeline.write_job``: paste-back, encode, atomic writes
+    driver    this process iterates the finished jobs: progress, ``--json`` lines, summary
+
+Each stage calls the single-machine pipeline's own methods on the same ``Job`` objects (pickled
+between the stages), so the files, their layout, the skip-if-done rule, the reports and the exit
+codes are the pipeline's. The CPU stages need the model's shape only (latent size, checkpoint
+name), not its weights: ``ModelShape.cpu_model`` is a ``Model`` without them.
+
+Faults: Ray restarts a killed actor and re-runs its batch, and re-runs a killed task; every output
+is written under a temporary name and renamed, so a killed write leaves no partial file under a real
+name (the temporaries it left are removed when the run ends).
+
+Ray is an optional dependency (``pip install 'hfgi-cli[ray]'``); it is imported here only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .atomic import remove_stale_temps
+from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem
+from .pipeline import Job, Pipeline, RunOptions, RunSummary, model_failure
+
+if TYPE_CHECKING:
+    from .engine import Model
+    from .models.hfgi import ModelConfig
+
+Batch = dict[str, np.ndarray]
+INSTALL_HINT = "--ray needs Ray: pip install 'hfgi-cli[ray]'"
+
+
+def import_ray() -> Any:
+    """The ``ray`` package, or ImportError with the install hint."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return ray
+
+
+# ----------------------------------------------------------------------------------------- shapes
+@dataclass(frozen=True)
+class _NetShape:
+    """What ``Model`` reads of its network outside ``forward``: enough for the CPU stages."""
+
+    config: ModelConfig
+    source: str
+
+    @property
+    def n_latent(self) -> int:
+        return self.config.n_latent
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A loaded model's description, small enough to ship to every CPU task."""
+
+    config: ModelConfig
+    checkpoint: str
+    directions: str | None = None
+    weights_dir: str | None = None
+
+    @classmethod
+    def of(cls, model: Model) -> ModelShape:
+        return cls(model.net.config, model.checkpoint, str(model.directions) if model.directions else None,
+                   str(model.weights_dir) if model.weights_dir else None)
+
+    def cpu_model(self) -> Model:
+        """A ``Model`` for ``prepare``/``prepare_latent``/``finish`` and the edit checks, without weights."""
+        from .engine import Model, Runtime, pick_device
+
+        return Model(_NetShape(self.config, self.checkpoint), Runtime(pick_device("cpu")),  # type: ignore[arg-type]
+                     directions=self.directions, weights_dir=self.weights_dir)
+
+
+# ----------------------------------------------------------------------------------------- stages
+def _jobs(batch: Batch) -> list[Job]:
+    return [pickle.loads(blob) for blob in batch["job"]]
+
+
+def _rows(batch: Batch, jobs: list[Job]) -> Batch:
+    return {"index": np.asarray(batch["index"]), "job": np.array([pickle.dumps(j) for j in jobs], dtype=object)}
+
+
+def prepare_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions) -> Batch:
+    """CPU stage: ``Pipeline.read_job`` per row (``job``: a pickled ``pipeline.Job``)."""
+    pipeline = Pipeline(shape.cpu_model(), options)
+    jobs = _jobs(batch)
+    for job in jobs:
+        job.started = time.time()  # wall clock: the stages run in different processes
+        pipeline.read_job(job)
+        if job.work is not None:
+            job.n_faces = len(job.work.faces)
+    return _rows(batch, jobs)
+
+
+def write_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions) -> Batch:
+    """CPU stage: ``Pipeline.write_job`` for the jobs the model finished (others pass through)."""
+    pipeline = Pipeline(shape.cpu_model(), options)
+    jobs = _jobs(batch)
+    for job in jobs:
+        if job.work is not None:
+            pipeline.write_job(job)
+        job.seconds = time.time() - job.started
+    return _rows(batch, jobs)
+
+
+class HFGIEdit:
+    """The model stage for ``Dataset.map_batches(HFGIEdit, compute=ActorPoolStrategy(size=N),
+    num_gpus=1, batch_size=B, fn_constructor_kwargs=...)``: the model is loaded once per actor.
+
+    Rows with ``bytes`` and/or ``path`` (what ``ray.data.read_binary_files(..., include_paths=True)``
+    gives): the whole edit of each photo (or aligned crop, ``aligned=True``), returned as
+    ``path``, ``faces``, ``error`` ("" when it worked; a bad input fails only its row),
+    ``image_<label>`` (PNG bytes per label: ``inversion``, ``smile+2``...; the photo with its faces
+    pasted back, or the crop) and ``latent`` (float32 [faces, n_latent, style_dim], the inversion's W+).
+
+    Rows with ``job`` (from ``prepare_jobs``, as ``hfgi --ray`` runs it): the model only, for ``write_jobs``.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str] | None = None,
+        edits: Any = None,
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        directions: str | os.PathLike[str] | None = None,
+        weights_dir: str | os.PathLike[str] | None = None,
+        batch_size: int | None = None,
+        aligned: bool = False,
+        max_faces: int | None = None,
+        min_face: float | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
+        from .engine import load_model
+
+        self.model = load_model(checkpoint, device=device, precision=precision, directions=directions,
+                                weights_dir=weights_dir, batch_size=batch_size)
+        if options is not None:
+            self.slots = Pipeline(self.model, options).slots
+        else:
+            self.slots = list(self.model.edit_specs(edits or [])) or [None]
+        self.prepare_args = dict(aligned=aligned, max_faces=max_faces, min_face=min_face)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if "job" in batch:
+            jobs = _jobs(batch)
+            self.forward_jobs(jobs)
+            return _rows(batch, jobs)
+        return self.edit_rows(batch)
+
+    def forward_jobs(self, jobs: Sequence[Job]) -> None:
+        """``Model.forward`` over the faces of prepared jobs, ``batch_size`` faces at a time; a failing
+        batch fails its inputs only (as in ``Pipeline.run``)."""
+        faces = [(job, face) for job in jobs if job.work is not None for face in job.work.faces]
+        for start in range(0, len(faces), self.model.batch_size):
+            chunk = [(job, face) for job, face in faces[start : start + self.model.batch_size] if job.work is not None]
+            if not chunk:
+                continue
+            try:
+                self.model.forward([face for _, face in chunk], self.slots)
+            except Exception as exc:
+                for job, _ in chunk:
+                    if job.status != "error":
+                        job.fail(model_failure(job, exc))
+
+    def edit_rows(self, batch: Batch) -> Batch:
+        """The whole edit of raw rows (see the class docstring)."""
+        from .engine import slot_label
+
+        n = len(batch["bytes"] if "bytes" in batch else batch["path"])
+        paths = [str(p) for p in batch["path"]] if "path" in batch else [f"row {i}" for i in range(n)]
+        labels = [slot_label(s) for s in self.slots]
+        out: dict[str, list[Any]] = {"path": paths, "faces": [], "error": [], "latent": []}
+        out.update({f"image_{label}": [] for label in labels})
+        shape = (0, self.model.n_latent, self.model.style_dim)
+        for i, path in enumerate(paths):
+            try:
+                with _as_file(batch["bytes"][i] if "bytes" in batch else None, path) as source:
+                    try:
+                        work = self.model.prepare(source, **self.prepare_args)  # type: ignore[arg-type]
+                    except InputError as exc:
+                        raise InputError(str(exc).replace(source, path)) from None
+                for start in range(0, len(work.faces), self.model.batch_size):
+                    self.model.forward(work.faces[start : start + self.model.batch_size], self.slots)
+                result = self.model.finish(work, self.slots)
+            except Exception as exc:  # a bad input fails only its row
+                message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc.__class__.__name__}: {exc}"
+                out["faces"].append(0)
+                out["error"].append(message)
+                out["latent"].append(np.zeros(shape, np.float32))
+                for label in labels:
+                    out[f"image_{label}"].append(b"")
+                continue
+            out["faces"].append(len(result.faces))
+            out["error"].append("")
+            out["latent"].append(np.stack([f.latent.numpy() for f in result.faces]).astype(np.float32))
+            for label in labels:
+                buffer = io.BytesIO()
+                result.images[label].save(buffer, format="PNG")
+                out[f"image_{label}"].append(buffer.getvalue())
+        return {k: _column(v) for k, v in out.items()}
+
+
+@contextlib.contextmanager
+def _as_file(data: bytes | None, path: str) -> Iterator[str]:
+    """``path``, or ``data`` in a temporary file with its suffix: the engine decodes files (orientation,
+    modes, size limits and their messages) one way only."""
+    if data is None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="hfgi-") as folder:
+        file = Path(folder) / ("input" + Path(path).suffix.lower())
+        file.write_bytes(bytes(data))
+        yield str(file)
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    if values and isinstance(values[0], (bytes, str, np.ndarray)):
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    return np.asarray(values)
+
+
+# ----------------------------------------------------------------------------------------- pools
+@dataclass(frozen=True)
+class Pools:
+    """How many model actors and CPU tasks a run uses, from the cluster's resources."""
+
+    actors: int
+    """Model actors: one per GPU (``--workers``); CPU actors on a cluster without GPUs."""
+    gpus_per_actor: float
+    cpus_per_actor: float
+    """The CPU actors' torch threads (Ray sets OMP_NUM_THREADS from it)."""
+    cpu_tasks: int
+    """Concurrent prepare tasks, and as many write tasks: the CPUs the actors leave."""
+    device: str
+    batch_size: int
+    """Faces per model call, and inputs per actor batch."""
+
+
+def plan_pools(resources: dict[str, float], device: str, workers: int | None, batch_size: int | None) -> Pools:
+    """GPUs: one actor per GPU (1 CPU each), the other CPUs prepare and write. No GPU (or --device
+    cpu): half the CPUs run the model, in actors of up to 8 threads, the other half prepare and write."""
+    cpus, gpus = max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0))
+    if device.startswith("cuda") and gpus == 0:
+        raise ValueError(f"--device {device}: the Ray cluster has no GPU")
+    if device == "mps":
+        raise ValueError("--device mps: Ray actors run on CUDA GPUs or CPUs; use auto, cuda or cpu")
+    if device != "cpu" and gpus > 0:
+        actors = workers or gpus
+        return Pools(actors, 1.0, 1.0, max(1, cpus - actors), "cuda", batch_size or 8)
+    model_cpus = max(1, cpus // 2)
+    actors = workers or max(1, -(-model_cpus // 8))
+    per_actor = max(1, model_cpus // actors)
+    return Pools(actors, 0.0, float(per_actor), max(1, cpus - actors * per_actor), "cpu", batch_size or 1)
+
+
+# ----------------------------------------------------------------------------------------- driver
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join ``address`` (else $RAY_ADDRESS, else a cluster started on this machine with ``ray
+    start``), or start a local one for the run; returns whether this call started the connection."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    return True
+
+
+def run_on_ray(
+    model: Model,
+    options: RunOptions,
+    items: Sequence[InputItem],
+    on_done: Callable[[Job], None],
+    *,
+    model_args: dict[str, Any],
+    address: str | None = None,
+    workers: int | None = None,
+    model_stage: type[HFGIEdit] = HFGIEdit,
+) -> RunSummary:
+    """``Pipeline(model, options).run(items, on_done)`` on a Ray cluster.
+
+    ``model`` (loaded here, on the CPU) has checked the checkpoint and the edits; the actors load it
+    again from ``model_args`` (``load_model``'s arguments, with the device and precision they run).
+    ``on_done`` is called here, once per input, as the jobs finish. ``model_stage``: an ``HFGIEdit``
+    subclass to run instead (a test's that records its process, a custom model call).
+    """
+    ray = import_ray()
+    Pipeline(model, options)  # bad options fail before the cluster starts
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    temps = set(IMAGE_EXTS | LATENT_EXTS | {".json"})
+    remove_stale_temps(options.out_dir, temps)
+    jobs = [Job(item) for item in items]
+    started = _connect(ray, address)
+    interrupted = False
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)  # its per-run notes would mix with ours on stderr
+    try:
+        pools = plan_pools(ray.cluster_resources(), model_args.get("device") or "auto", workers,
+                           model_args.get("batch_size"))
+        dataset = _dataset(ray, jobs, model, options, model_args, pools, model_stage)
+        for row in dataset.iter_rows():
+            job = pickle.loads(row["job"])
+            jobs[int(row["index"])] = job
+            on_done(job)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        data_logger.setLevel(level)
+        if started:
+            ray.shutdown()
+        remove_stale_temps(options.out_dir, temps)  # those of a killed worker whose batch was redone
+    return RunSummary(jobs, interrupted=interrupted)
+
+
+def _actor_memory(checkpoint: Path) -> int:
+    """Host memory a model actor needs (bytes): the checkpoint read, the model built from it, and room
+    for a batch. Requesting it keeps Ray from packing more actors onto a node than fit, and (Ray
+    Data fuses stages only when their requests are equal) keeps detection off the model actors."""
+    return 2 * checkpoint.stat().st_size + (512 << 20)
+
+
+def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model_args: dict[str, Any], pools: Pools,
+             model_stage: type[HFGIEdit]) -> Any:
+    """items -> prepare tasks -> model actors -> write tasks, streamed."""
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    from .weights import resolve_checkpoint
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the CLI shows its own
+    shape = ModelShape.of(model)
+    checkpoint = model_args.get("checkpoint")
+    weights_dir = model_args.get("weights_dir")
+    actor_args = dict(
+        checkpoint=str(resolve_checkpoint(Path(checkpoint) if checkpoint else None,
+                                          Path(weights_dir) if weights_dir else None).resolve()),
+        device=pools.device, precision=model_args.get("precision") or "fp32",
+        directions=shape.directions, weights_dir=shape.weights_dir, batch_size=pools.batch_size, options=options,
+    )
+    rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]
+    cpu_stage = dict(batch_size=1, batch_format="numpy", num_cpus=1, compute=TaskPoolStrategy(size=pools.cpu_tasks),
+                     fn_kwargs=dict(shape=shape, options=options))
+    return (
+        ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 100_000)))
+        .map_batches(prepare_jobs, **cpu_stage)
+        .map_batches(model_stage, batch_size=pools.batch_size, batch_format="numpy",
+                     compute=ActorPoolStrategy(size=pools.actors), num_gpus=pools.gpus_per_actor,
+                     num_cpus=pools.cpus_per_actor, memory=_actor_memory(Path(actor_args["checkpoint"])),
+                     fn_constructor_kwargs=actor_args)
+        .map_batches(write_jobs, **cpu_stage)
+    )
