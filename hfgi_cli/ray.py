@@ -282,7 +282,11 @@ def _connect(ray: Any, address: str | None) -> bool:
     start``), or start a local one for the run; returns whether this call started the connection."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError) as exc:  # no cluster at that address, or it refused us
+        where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+        raise ValueError(f"--ray: cannot join {where}: {str(exc).strip().splitlines()[0]}") from None
     return True
 
 
@@ -319,10 +323,19 @@ def run_on_ray(
         pools = plan_pools(ray.cluster_resources(), model_args.get("device") or "auto", workers,
                            model_args.get("batch_size"))
         dataset = _dataset(ray, jobs, model, options, model_args, pools, model_stage)
-        for row in dataset.iter_rows():
-            job = pickle.loads(row["job"])
-            jobs[int(row["index"])] = job
-            on_done(job)
+        reported = set()
+        try:
+            for row in dataset.iter_rows():
+                job = pickle.loads(row["job"])
+                jobs[int(row["index"])] = job
+                reported.add(int(row["index"]))
+                on_done(job)
+        except ray.exceptions.RayError as exc:  # beyond Ray's retries (a node lost for good): fail what is left
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+            for i, job in enumerate(jobs):
+                if i not in reported:
+                    job.fail(f"{job.item.path}: the Ray job failed ({reason})")
+                    on_done(job)
     except KeyboardInterrupt:
         interrupted = True
     finally:
