@@ -80,8 +80,8 @@ class ModelShape:
 
     @classmethod
     def of(cls, model: Model) -> ModelShape:
-        return cls(model.net.config, model.checkpoint, str(model.directions) if model.directions else None,
-                   str(model.weights_dir) if model.weights_dir else None)
+        return cls(model.net.config, model.checkpoint, str(model.directions.resolve()) if model.directions else None,
+                   str(model.weights_dir.resolve()) if model.weights_dir else None)
 
     def cpu_model(self) -> Model:
         """A ``Model`` for ``prepare``/``prepare_latent``/``finish`` and the edit checks, without weights."""
@@ -100,26 +100,44 @@ def _rows(batch: Batch, jobs: list[Job]) -> Batch:
     return {"index": np.asarray(batch["index"]), "job": np.array([pickle.dumps(j) for j in jobs], dtype=object)}
 
 
-def prepare_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions) -> Batch:
-    """CPU stage: ``Pipeline.read_job`` per row (``job``: a pickled ``pipeline.Job``)."""
-    pipeline = Pipeline(shape.cpu_model(), options)
+@contextlib.contextmanager
+def _in_folder(folder: str | None) -> Iterator[None]:
+    """Relative input and output paths mean what they mean to the driver: its working folder, where a
+    node has it (nodes share the disk the paths are on); a worker runs one task at a time."""
+    if folder is None or not os.path.isdir(folder):
+        yield
+        return
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def prepare_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None) -> Batch:
+    """CPU stage: ``Pipeline.read_job`` per row (``job``: a pickled ``pipeline.Job``); ``cwd``: the
+    folder relative paths start from."""
     jobs = _jobs(batch)
-    for job in jobs:
-        job.started = time.time()  # wall clock: the stages run in different processes
-        pipeline.read_job(job)
-        if job.work is not None:
-            job.n_faces = len(job.work.faces)
+    with _in_folder(cwd):
+        pipeline = Pipeline(shape.cpu_model(), options)
+        for job in jobs:
+            job.started = time.time()  # wall clock: the stages run in different processes
+            pipeline.read_job(job)
+            if job.work is not None:
+                job.n_faces = len(job.work.faces)
     return _rows(batch, jobs)
 
 
-def write_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions) -> Batch:
+def write_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None) -> Batch:
     """CPU stage: ``Pipeline.write_job`` for the jobs the model finished (others pass through)."""
-    pipeline = Pipeline(shape.cpu_model(), options)
     jobs = _jobs(batch)
-    for job in jobs:
-        if job.work is not None:
-            pipeline.write_job(job)
-        job.seconds = time.time() - job.started
+    with _in_folder(cwd):
+        pipeline = Pipeline(shape.cpu_model(), options)
+        for job in jobs:
+            if job.work is not None:
+                pipeline.write_job(job)
+            job.seconds = time.time() - job.started
     return _rows(batch, jobs)
 
 
@@ -373,7 +391,7 @@ def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model
     )
     rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]
     cpu_stage = dict(batch_size=1, batch_format="numpy", num_cpus=1, compute=TaskPoolStrategy(size=pools.cpu_tasks),
-                     fn_kwargs=dict(shape=shape, options=options))
+                     fn_kwargs=dict(shape=shape, options=options, cwd=os.getcwd()))
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 100_000)))
         .map_batches(prepare_jobs, **cpu_stage)
