@@ -312,11 +312,11 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
         if ray is None:
             summary = Pipeline(model, options).run(items, on_done)
         else:
-            from .ray import run_on_ray
+            from .ray import ClusterError, run_on_ray
 
             try:
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, **ray)
-            except ValueError as exc:  # the cluster cannot run the model as asked (--device cuda without GPUs)
+            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
                 fail(str(exc))
     _print_summary(summary, quiet, extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)

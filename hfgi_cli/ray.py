@@ -46,6 +46,10 @@ Batch = dict[str, np.ndarray]
 INSTALL_HINT = "--ray needs Ray: pip install 'hfgi-cli[ray]'"
 
 
+class ClusterError(ValueError):
+    """The cluster cannot run this job as asked (cannot be joined, no GPU for --device cuda)."""
+
+
 def import_ray() -> Any:
     """The ``ray`` package, or ImportError with the install hint."""
     try:
@@ -282,9 +286,9 @@ def plan_pools(resources: dict[str, float], device: str, workers: int | None, ba
     cpu): half the CPUs run the model, in actors of up to 8 threads, the other half prepare and write."""
     cpus, gpus = max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0))
     if device.startswith("cuda") and gpus == 0:
-        raise ValueError(f"--device {device}: the Ray cluster has no GPU")
+        raise ClusterError(f"--device {device}: the Ray cluster has no GPU")
     if device == "mps":
-        raise ValueError("--device mps: Ray actors run on CUDA GPUs or CPUs; use auto, cuda or cpu")
+        raise ClusterError("--device mps: Ray actors run on CUDA GPUs or CPUs; use auto, cuda or cpu")
     if device != "cpu" and gpus > 0:
         actors = workers or gpus
         return Pools(actors, 1.0, 1.0, max(1, cpus - actors), "cuda", batch_size or 8)
@@ -304,7 +308,7 @@ def _connect(ray: Any, address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as exc:  # no cluster at that address, or it refused us
         where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
-        raise ValueError(f"--ray: cannot join {where}: {str(exc).strip().splitlines()[0]}") from None
+        raise ClusterError(f"--ray: cannot join {where}: {str(exc).strip().splitlines()[0]}") from None
     return True
 
 

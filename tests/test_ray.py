@@ -225,6 +225,17 @@ def test_ray_without_the_extra_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
     assert result.stderr.strip() == "error: --ray needs Ray: pip install 'hfgi-cli[ray]'"
 
 
+def test_ray_usage_errors_exit_2(ray_cluster: None, small_ckpt: Path, tmp_path: Path) -> None:
+    face = str(FACES / "00044.jpg")
+    alone = run_cli("invert", face, "-o", str(tmp_path), "--workers", "2", "--checkpoint", str(small_ckpt))
+    assert alone.returncode == 2 and "--ray-address and --workers go with --ray" in alone.stderr
+    no_gpu = run_cli("invert", face, "-o", str(tmp_path), "--ray", "--device", "cuda", "--checkpoint", str(small_ckpt))
+    assert no_gpu.returncode == 2 and "the Ray cluster has no GPU" in no_gpu.stderr
+    store = run_cli("invert", "s3://bucket/photos", "-o", str(tmp_path), "--ray", "--checkpoint", str(small_ckpt))
+    assert store.returncode == 2 and "only local paths and file:// URIs" in store.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_importing_the_cli_does_not_import_ray() -> None:
     code = "import sys, hfgi_cli, hfgi_cli.cli; assert 'ray' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
