@@ -332,7 +332,6 @@ def run_on_ray(
     """
     ray = import_ray()
     Pipeline(model, options)  # bad options fail before the cluster starts
-    options.out_dir.mkdir(parents=True, exist_ok=True)
     temps = set(IMAGE_EXTS | LATENT_EXTS | {".json"})
     remove_stale_temps(options.out_dir, temps)
     jobs = [Job(item) for item in items]
