@@ -359,8 +359,9 @@ class Model:
     def finish(
         self, work: Work, slots: Sequence[Slot], paste: bool | Sequence[str] = True, quality: bool = True
     ) -> Result:
-        """Outputs per label: crops as images, and each photo with its faces pasted back for the
-        labels in ``paste`` (True: all; False: none, e.g. a sweep shows crops only).
+        """Outputs per label: crops as images (``Face.crops``), and ``Result.images`` for the labels
+        in ``paste`` (True: all; False: none, e.g. a sweep shows crops only): each photo with its
+        faces pasted back, or the crop itself for an aligned crop or a latent file.
 
         ``quality``: when the inversion is among the slots, measure each face against its input
         (``quality.face_quality``; ~0.2 s a face on a CPU core)."""
@@ -377,9 +378,11 @@ class Model:
                               measured))
         images: dict[str, Image.Image] = {}
         for label in labels:
+            if paste is not True and (paste is False or label not in paste):
+                continue
             if work.photo is None:
                 images[label] = faces[0].crops[label]
-            elif paste is True or (paste is not False and label in paste):
+            else:
                 pasted = [(f.crops[label], f.alignment) for f in faces if f.alignment is not None]
                 images[label] = paste_back(work.photo.image, pasted)
         return Result(work.source, images, faces, work.photo, work.notes, work.meta, work.n_faces)
@@ -391,7 +394,8 @@ class Model:
         slots: list[Slot] = [None, *edits] if quality and edits else list(edits)
         for start in range(0, len(work.faces), self.batch_size):
             self.forward(work.faces[start : start + self.batch_size], slots)
-        return self.finish(work, slots, quality=quality)
+        shown = [slot_label(s) for s in edits] if quality and edits else True  # the inversion is measured only
+        return self.finish(work, slots, paste=shown, quality=quality)
 
     def invert(
         self,
@@ -422,8 +426,8 @@ class Model:
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
         from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``.
-        ``quality=True`` also decodes the inversion (one more generator pass a face, and
-        ``images["inversion"]``) to measure it; None: only when there are no edits."""
+        ``quality=True`` also decodes the inversion (one more generator pass a face) to measure
+        it (``faces[k].quality``); None: only when there are no edits."""
         specs = self.edit_specs(edits)
         work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
         return self.run(work, specs, quality=not specs if quality is None else quality)
