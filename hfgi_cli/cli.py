@@ -169,6 +169,13 @@ LatentsOpt = typer.Option(
 PreviewOpt = typer.Option(
     False, "--preview", help="Also write OUT/<name>_preview.jpg: original (faces boxed), inversion, each edit."
 )
+QualityOpt = typer.Option(
+    None, "--quality/--no-quality",
+    help="Measure how faithful each face's inversion is: identity distance (dlib face recognition; above 0.6 "
+    "it may not pass for the same person, and a warning names the face), PSNR and SSIM on the aligned 256 px "
+    "crop; in the .pt files, the --json lines and the summary. Default: whenever the inversion is decoded "
+    "anyway (invert; edit --preview). For edit, --quality decodes it too: one more generator pass a face.",
+)
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
 RayOpt = typer.Option(
@@ -288,7 +295,7 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
         error(problem)
         if as_json:
             write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
-                                     "error": str(problem), "seconds": 0.0}) + "\n")
+                                     "error": str(problem), "seconds": 0.0, "quality": None}) + "\n")
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
@@ -302,6 +309,8 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
             with status.lock:
                 for line in job.notes:
                     note(f"note: {line}")
+                for line in job.warnings():
+                    note(f"warning: {line}")
                 if job.status == "error":
                     error(str(job.error))
                 if as_json:
@@ -420,6 +429,11 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
         parts.append(f"{counts.get('pending', 0)} not started (interrupted)")
     if not quiet or failed or summary.interrupted:
         note(", ".join(parts))
+    from .quality import summary_line
+
+    measured = summary_line([(f"{job.item.path} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
+    if measured and not quiet:
+        note(measured)
 
 
 @app.command(
@@ -440,6 +454,7 @@ def invert(
     min_face: Optional[float] = MinFaceOpt,
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
+    quality: Optional[bool] = QualityOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -457,7 +472,7 @@ def invert(
 
     options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces,
                          faces=_face_indices(faces, aligned), min_face=min_face, latents=_latents(latents),
-                         preview=preview)
+                         preview=preview, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
     _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers))
@@ -506,6 +521,7 @@ def edit(
         help="Instead of edited photos: one encoding, then per face a labelled grid OUT/<name>_sweep-ATTR_<k>.jpg "
         "of the edit at COUNT strengths from FROM to TO, to pick a strength by eye (e.g. smile=-3:3:7).",
     ),
+    quality: Optional[bool] = QualityOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -526,15 +542,15 @@ def edit(
     if sweep is not None:
         if attr or direction or strength:
             fail("give --sweep alone, or --attr/--direction with --strength, not both")
-        if preview or save_crops or latents != "full":
-            fail("--sweep writes only its grids: drop --preview, --save-crops and --latents")
+        if preview or save_crops or latents != "full" or quality:
+            fail("--sweep writes only its grids: drop --preview, --save-crops, --latents and --quality")
         sweep_spec = _sweep(sweep)
         specs = sweep_spec.specs
     else:
         sweep_spec, specs = None, _edit_specs(attr, strength, direction)
     options = RunOptions(out, [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops,
                          max_faces=max_faces, faces=_face_indices(faces, aligned), min_face=min_face,
-                         latents=_latents(latents), preview=preview, sweep=sweep_spec)
+                         latents=_latents(latents), preview=preview, sweep=sweep_spec, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
     _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers))
@@ -637,6 +653,12 @@ def video_command(
         help="Exponential moving average of W+ over frames: weight of the previous frame (0: off).",
     ),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of a folder of frames (default 25)."),
+    quality: bool = typer.Option(
+        False, "--quality",
+        help="Also decode each frame's inversion and measure it against the tracked crop (identity distance, "
+        "PSNR, SSIM; per frame in OUTPUT.pt, a summary and a warning for frames above 0.6): one more generator "
+        "pass a frame. Not for a re-run from OUTPUT.pt.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     ramp = None
@@ -662,9 +684,11 @@ def video_command(
     from . import video as hv
     from .inputs import InputError
 
-    options = hv.VideoOptions(spec, ramp, batch_size=batch_size, smooth_window=smooth_window,
-                              latent_smooth=latent_smooth, fps=fps)
     from_latents = input.is_file() and input.suffix.lower() == ".pt"
+    if quality and from_latents:
+        fail("--quality measures the inversion against the frames' crops: a re-run from OUTPUT.pt has none")
+    options = hv.VideoOptions(spec, ramp, batch_size=batch_size, smooth_window=smooth_window,
+                              latent_smooth=latent_smooth, fps=fps, quality=quality)
     run = hv.edit_video_from_latents if from_latents else hv.edit_video
     stop = threading.Event()
     try:
@@ -693,8 +717,186 @@ def video_command(
         note(f"wrote {written}: {result.frames} frames, face edited in {result.faces} "
              f"(detected in {result.detected}; {how}), audio {'copied' if result.audio else 'none'}, "
              f"{result.frames / max(result.seconds, 1e-9):.1f} frames/s")
+    if result.quality:
+        from .quality import IDENTITY_THRESHOLD, summary_line
+
+        suspect = [(k, q) for k, q in result.quality if q.suspect]
+        if suspect:
+            k, worst = max(suspect, key=lambda kq: kq[1].identity_distance)
+            note(f"warning: {input}: identity distance above {IDENTITY_THRESHOLD} on {len(suspect)} of "
+                 f"{len(result.quality)} frames (worst {worst.identity_distance:.2f} at frame {k}): the "
+                 f"reconstruction may not look like this person there")
+        if not quiet:
+            note(str(summary_line([(f"frame {k}", q) for k, q in result.quality], what="frame")))
     if result.faces == 0:
         fail(f"no face found in {input}; the video was written unedited", code=1)
+
+
+# ----------------------------------------------------------------------------- eval
+EVAL_COLUMNS = ("psnr", "ssim", "ms_ssim", "identity_distance", "lpips", "tl_id", "tg_id", "flicker",
+                "source_flicker")
+
+
+def _lpips(download: bool) -> Any:
+    """LPIPS, or None (with one note) when its weights are not on disk and not to be fetched."""
+    from .quality import LPIPS_WEIGHTS_URL, Lpips, lpips_weights
+
+    try:
+        return Lpips(download=download)
+    except FileNotFoundError:
+        note(f"note: LPIPS not computed (null): its AlexNet weights are not in {lpips_weights()}; "
+             f"--download-lpips fetches them (233 MB) from {LPIPS_WEIGHTS_URL}")
+    except Exception as exc:  # a failed download: the other numbers are still worth having
+        note(f"note: LPIPS not computed (null): {str(exc).splitlines()[0][:160] if str(exc) else exc}")
+    return None
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "inf" if value == float("inf") else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _eval_rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A pair, then its faces (for the table and the CSV)."""
+    yield {"original": record["original"], "result": record["result"], "face": "",
+           **{k: record.get(k) for k in EVAL_COLUMNS}}
+    for face in record.get("faces", []):
+        yield {"original": record["original"], "result": record["result"], "face": face["face"],
+               **{k: face.get(k) for k in EVAL_COLUMNS}}
+
+
+def _eval_summary(records: list[dict[str, Any]]) -> Table:
+    import numpy as np
+
+    table = Table(title=f"summary over {len(records)} pair{'s' * (len(records) != 1)}")
+    for col in ("", "PSNR dB", "SSIM", "MS-SSIM", "ID dist", "LPIPS"):
+        table.add_column(col, justify="right")
+    finite = {k: [r[k] for r in records if isinstance(r.get(k), float) and np.isfinite(r[k])] for k in EVAL_COLUMNS}
+    for name, fn in (("mean", np.mean), ("median", np.median)):
+        table.add_row(name, *(_cell(float(fn(finite[k])), 2 if k == "psnr" else 3) if finite[k] else "-"
+                              for k in EVAL_COLUMNS[:5]))
+    return table
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    from .atomic import write_bytes
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["original", "result", "face", *EVAL_COLUMNS])
+    writer.writeheader()
+    for record in records:
+        for row in _eval_rows(record):
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    write_bytes(path, buf.getvalue().encode())
+
+
+@app.command(
+    "eval",
+    help=(
+        "How far results are from their originals: per pair and per face PSNR, SSIM, MS-SSIM (whole image; "
+        "faces: the original's FFHQ square cut from both at 256 px), dlib identity distance (below 0.6: the "
+        "same person) and LPIPS (AlexNet; when its weights are on disk); a table and a summary (mean, median, "
+        "worst 5 by identity distance).\n\n"
+        "ORIGINALS and RESULTS are files or folders; results are matched to originals by name as hfgi names "
+        "its outputs (photo_smile+2.jpg -> photo.jpg, in the same sub-folder); face crops (_<k>), previews and "
+        "sweep grids are left out. Two videos (clip.mp4 edited.mp4): per-frame identity distance to the "
+        "source, STIT's TL-ID and TG-ID (1: the identity is as steady as in the source) and the face region's "
+        "flicker (mean absolute change between frames, 0-255) of both clips.\n\n"
+        "Exit status: 0 ok, 1 a pair could not be evaluated or a result has no original, 2 usage error."
+    ),
+    epilog="Example: hfgi eval photos/ out/ --json > scores.jsonl   |   hfgi eval clip.mp4 smile.mp4",
+)
+def eval_command(
+    originals: Path = typer.Argument(..., help="The original image, video or folder."),
+    results: Path = typer.Argument(..., help="The result image, video or folder (hfgi's output folder)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per pair on stdout (null where a value cannot be computed or is "
+        "infinite, e.g. the PSNR of identical images); the table is left out."
+    ),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write a CSV: one row per pair and per face."),
+    aligned: bool = typer.Option(False, "--aligned", help="The images are aligned face crops (no detection)."),
+    download_lpips: bool = typer.Option(
+        False, "--download-lpips", help="Fetch LPIPS's AlexNet weights (233 MB, torchvision's cache) if missing."
+    ),
+    quiet: bool = QuietOpt,
+) -> None:
+    from .evaluate import evaluate, failed_record, json_record, match_pairs
+    from .inputs import InputError
+    from .video.ffmpeg import VideoError
+
+    for path in (originals, results):
+        if not path.exists():
+            fail(f"{path}: no such file or folder")
+    matched = match_pairs([str(originals)], [str(results)])
+    for problem in matched.problems:
+        error(problem)
+    if not matched.pairs:
+        fail(f"no result in {results} matches an original in {originals}", code=1)
+    lpips = _lpips(download_lpips) if any(not _is_video_pair(a, b) for a, b in matched.pairs) else None
+    records, failed = [], 0
+    with progress(quiet, TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("eval", total=len(matched.pairs))
+        for original, result in matched.pairs:
+            try:
+                record = evaluate(original, result, lpips, aligned=aligned)
+            except (InputError, VideoError) as exc:
+                error(str(exc))
+                failed += 1
+                if as_json:
+                    write_stdout(json.dumps(failed_record(original, result, str(exc))) + "\n")
+                bar.advance(task)
+                continue
+            for line in record["notes"]:
+                note(f"note: {line}")
+            records.append(record)
+            if as_json:
+                write_stdout(json.dumps(json_record(record)) + "\n")
+            bar.advance(task)
+    if csv_path is not None:
+        _write_csv(csv_path, records)
+    if records and not as_json:
+        table = Table(title=f"hfgi eval: {escape(str(results))} against {escape(str(originals))}")
+        for col in ("original", "result", "face", "PSNR dB", "SSIM", "MS-SSIM", "ID dist", "LPIPS"):
+            table.add_column(col, overflow="fold", justify="left" if col in ("original", "result") else "right")
+        videos = [r for r in records if r["kind"] == "video"]
+        for record in records:
+            for row in _eval_rows(record):
+                shown = ("", "") if row["face"] != "" else (_shown(row["original"], originals),
+                                                             _shown(row["result"], results))
+                table.add_row(*shown, _cell(row["face"]), _cell(row["psnr"], 2),
+                              *(_cell(row[k]) for k in ("ssim", "ms_ssim", "identity_distance", "lpips")))
+        out = Console()
+        out.print(table)
+        out.print(_eval_summary(records))
+        ranked = sorted((r for r in records if r.get("identity_distance") is not None),
+                        key=lambda r: -r["identity_distance"])[:5]
+        if ranked:
+            out.print("worst 5 by identity distance: " + ", ".join(
+                f"{escape(Path(r['result']).name)} {r['identity_distance']:.3f}" for r in ranked), highlight=False)
+        for v in videos:
+            out.print(f"{escape(v['result'])}: {v['frames']} frames, TL-ID {_cell(v['tl_id'])}, "
+                      f"TG-ID {_cell(v['tg_id'])}, identity distance mean {_cell(v['identity_distance'])} "
+                      f"(max {_cell(v['identity_distance_max'])}), flicker {_cell(v['flicker'], 2)} "
+                      f"(source {_cell(v['source_flicker'], 2)})", highlight=False)
+    if failed or matched.problems:
+        raise typer.Exit(1)
+
+
+def _shown(path: str, root: Path) -> str:
+    """A path as the table shows it: inside the folder given, else its name."""
+    return escape(str(Path(path).relative_to(root)) if root.is_dir() else Path(path).name)
+
+
+def _is_video_pair(original: Path, result: Path) -> bool:
+    from .evaluate import VIDEO_EXTS
+
+    return original.suffix.lower() in VIDEO_EXTS or result.suffix.lower() in VIDEO_EXTS
 
 
 # ----------------------------------------------------------------------------- weights

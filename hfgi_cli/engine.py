@@ -5,7 +5,8 @@
     forward(faces)   model   encode the faces that have no codes yet (e4e + first generator
                              pass -> W+, distortion map), then per edit: move W+, second pass
                              with the consulted distortion (``HFGI.decode``)           -> on the faces
-    finish(work)     CPU     paste every edited crop back into its photo              -> Result
+    finish(work)     CPU     paste every edited crop back into its photo; measure how
+                             faithful each face's inversion is (``quality``)          -> Result
 
 ``Model.invert`` / ``edit`` / ``edit_latents`` run the three stages in a row for one input. The
 streaming pipeline (``hfgi invert|edit``) runs the same stages for many inputs, ``prepare`` in
@@ -39,6 +40,7 @@ from .inputs import InputError
 from .latents import read_latent
 from .models.hfgi import ENCODER_INPUT_SIZE, HFGI
 from .models.stylegan2 import Form
+from .quality import FaceQuality, face_quality
 
 FFHQ_SIZE = 1024
 """Faces are aligned as FFHQ was made (at 1024 px), then resized to the encoder's 256 px."""
@@ -161,6 +163,9 @@ class Face:
     """Per label: the face as the model made it (aligned crop, full model resolution)."""
     codes: dict[str, torch.Tensor]
     """Per label: the W+ codes that made it."""
+    quality: FaceQuality | None = None
+    """How faithful the inversion is to ``input`` (identity distance, PSNR, SSIM); None when the
+    inversion was not decoded or there is no input (a latent file)."""
 
     @property
     def quad(self) -> np.ndarray | None:
@@ -351,31 +356,46 @@ class Model:
         self.decode_faces(faces, list(slots) or [None], low_res)
 
     # ------------------------------------------------------------------ stage 3: finish (CPU)
-    def finish(self, work: Work, slots: Sequence[Slot], paste: bool = True) -> Result:
-        """Outputs per label: crops as images, and (``paste``) each photo with its faces pasted back;
-        without ``paste``, ``images`` stays empty for a photo (e.g. a sweep shows crops only)."""
+    def finish(
+        self, work: Work, slots: Sequence[Slot], paste: bool | Sequence[str] = True, quality: bool = True
+    ) -> Result:
+        """Outputs per label: crops as images (``Face.crops``), and ``Result.images`` for the labels
+        in ``paste`` (True: all; False: none, e.g. a sweep shows crops only): each photo with its
+        faces pasted back, or the crop itself for an aligned crop or a latent file.
+
+        ``quality``: when the inversion is among the slots, measure each face against its input
+        (``quality.face_quality``; ~0.2 s a face on a CPU core)."""
         labels = [slot_label(s) for s in (list(slots) or [None])]
         faces = []
         for face in work.faces:
             assert face.latent is not None and face.distortion is not None
             crops = {label: tensor_to_image(image) for label, (image, _) in zip(labels, face.outputs)}
             codes = {label: c for label, (_, c) in zip(labels, face.outputs)}
-            faces.append(Face(face.index, face.latent, face.distortion, face.alignment, face.picture, crops, codes))
+            measured = None
+            if quality and INVERSION in crops and face.picture is not None:
+                measured = face_quality(face.picture, crops[INVERSION])
+            faces.append(Face(face.index, face.latent, face.distortion, face.alignment, face.picture, crops, codes,
+                              measured))
         images: dict[str, Image.Image] = {}
         for label in labels:
+            if paste is not True and (paste is False or label not in paste):
+                continue
             if work.photo is None:
                 images[label] = faces[0].crops[label]
-            elif paste:
+            else:
                 pasted = [(f.crops[label], f.alignment) for f in faces if f.alignment is not None]
                 images[label] = paste_back(work.photo.image, pasted)
         return Result(work.source, images, faces, work.photo, work.notes, work.meta, work.n_faces)
 
     # ------------------------------------------------------------------ one input, start to end
-    def run(self, work: Work, edits: Sequence[EditSpec]) -> Result:
-        """``forward`` over the input's faces in batches of ``batch_size``, then ``finish``."""
+    def run(self, work: Work, edits: Sequence[EditSpec], quality: bool = False) -> Result:
+        """``forward`` over the input's faces in batches of ``batch_size``, then ``finish``.
+        ``quality``: also decode the inversion of an edit and measure it (``Face.quality``)."""
+        slots: list[Slot] = [None, *edits] if quality and edits else list(edits)
         for start in range(0, len(work.faces), self.batch_size):
-            self.forward(work.faces[start : start + self.batch_size], edits)
-        return self.finish(work, edits)
+            self.forward(work.faces[start : start + self.batch_size], slots)
+        shown = [slot_label(s) for s in edits] if quality and edits else True  # the inversion is measured only
+        return self.finish(work, slots, paste=shown, quality=quality)
 
     def invert(
         self,
@@ -385,10 +405,13 @@ class Model:
         faces: Sequence[int] | None = None,
         max_faces: int | None = None,
         min_face: float | None = None,
+        quality: bool = True,
     ) -> Result:
         """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
-        ``result.images["inversion"]``. ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
-        return self.edit(source, None, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
+        ``result.images["inversion"]``, and how faithful each face is (``result.faces[k].quality``).
+        ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
+        return self.edit(source, None, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face,
+                         quality=quality)
 
     def edit(
         self,
@@ -399,12 +422,15 @@ class Model:
         faces: Sequence[int] | None = None,
         max_faces: int | None = None,
         min_face: float | None = None,
+        quality: bool | None = None,
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
-        from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``."""
+        from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``.
+        ``quality=True`` also decodes the inversion (one more generator pass a face) to measure
+        it (``faces[k].quality``); None: only when there are no edits."""
         specs = self.edit_specs(edits)
         work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
-        return self.run(work, specs)
+        return self.run(work, specs, quality=not specs if quality is None else quality)
 
     def edit_latents(self, path: str | os.PathLike[str], edits: Edits) -> Result:
         """Edit from a latent file written by ``hfgi invert``/``edit``: no encoder, crop out."""

@@ -7,7 +7,9 @@ A ``torch.save`` dict of tensors and plain values (loads with ``weights_only=Tru
   [3, 256, 256] that HFGI's second pass consults, in float16 (384 KB), so an edit from this file
   needs no encoder (absent when written with ``--latents codes``);
 - ``edit`` (label or None), ``checkpoint`` (file name), ``n_latent``, ``source`` (the input);
-- for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``).
+- for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``);
+- when the run measured it: ``quality`` (``FaceQuality.to_json``: the inversion's identity
+  distance, PSNR and SSIM against the aligned input).
 
 Giving such a file as an input re-runs any edit from its codes (``Model.edit_latents``).
 """
@@ -36,6 +38,7 @@ def make_record(
     source: dict[str, Any],
     face: int | None = None,
     alignment: dict[str, Any] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One face's latent record (see the module docstring); ``source`` holds ``source`` and, for
     an input that was itself a latent file, ``from_latent``. ``distortion`` None: codes only."""
@@ -53,6 +56,8 @@ def make_record(
     if alignment is not None:
         record["alignment"] = alignment
         record["face"] = face
+    if quality is not None:
+        record["quality"] = quality
     return record
 
 

@@ -18,6 +18,10 @@ edit label (none for an inversion):
 - ``--preview``: ``OUT/<rel>_preview.jpg``; ``--latents codes|none``: smaller or no ``.pt`` files;
 - ``--sweep``: only ``OUT/<rel>_sweep-<attr>_<k>.jpg`` per face, then ``OUT/<rel>_sweep-<attr>.json``.
 
+Each face's inversion is measured (``quality``: identity distance, PSNR, SSIM) whenever the run
+decodes it: always for ``invert``, for ``edit`` with ``--preview`` or ``--quality``. The numbers go
+into its latent files and the input's JSON report; faces above the identity threshold get a warning.
+
 Every file is written atomically, each input's images after its latent files and the sweep's
 record after its grids, so on a re-run the planned files that exist (and fit the options) mean
 the input is done and it is skipped.
@@ -47,6 +51,7 @@ from .images import save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
 from .interrupt import stop_on_sigint
 from .latents import latent_fits, make_record, save_record
+from .quality import FaceQuality
 
 _DONE = object()
 
@@ -79,6 +84,7 @@ class RunOptions:
     latents: str = "full"  # full (codes + float16 distortion map) | codes | none
     preview: bool = False  # also OUT/<name>_preview.jpg: original, inversion, each edit
     sweep: Sweep | None = None  # instead of the outputs: one grid per face across strengths
+    quality: bool | None = None  # measure each face's inversion; None: when it is decoded anyway
     prefetch: int = 8
     io_workers: int = 0  # reader and writer threads each; 0: half the CPU cores, 1..8
 
@@ -97,8 +103,10 @@ class Job:
     seconds: float = 0.0
     n_faces: int = 0
     pending_faces: int = 0
+    quality: list[tuple[int, FaceQuality]] | None = None  # (face index, its inversion's quality) when measured
 
     def report(self) -> dict[str, Any]:
+        quality = None if self.quality is None else [{"face": k, **q.to_json()} for k, q in self.quality]
         return {
             "input": str(self.item.path),
             "outputs": self.outputs,
@@ -106,7 +114,12 @@ class Job:
             "status": self.status,
             "error": self.error,
             "seconds": round(self.seconds, 3),
+            "quality": quality,
         }
+
+    def warnings(self) -> list[str]:
+        """One line per face whose reconstruction does not pass for the same person."""
+        return [q.warning(str(self.item.path), k) for k, q in self.quality or [] if q.suspect]
 
     def fail(self, message: str) -> None:
         self.status, self.error, self.work = "error", message, None
@@ -134,6 +147,8 @@ class Pipeline:
     def __init__(self, model: Model, options: RunOptions) -> None:
         if options.latents not in LATENT_MODES:
             raise ValueError(f"--latents must be one of {', '.join(LATENT_MODES)}, not {options.latents!r}")
+        if options.sweep is not None and options.quality:
+            raise ValueError("--sweep writes only its grids: drop --quality")
         model.edit_specs(options.sweep.specs if options.sweep else options.edits)  # bad edits fail before any input
         self.model = model
         self.opts = options
@@ -141,10 +156,16 @@ class Pipeline:
         """The edits whose photos (and latent files) are written, in order."""
         if options.sweep is not None:
             self.slots: list[EditSpec | None] = list(options.sweep.specs)
-        elif options.preview and options.edits:
-            self.slots = [None, *options.edits]  # the preview shows the inversion too
+        elif (options.preview or options.quality) and options.edits:
+            self.slots = [None, *options.edits]  # the preview shows the inversion; quality measures it
         else:
             self.slots = list(self.outputs)
+        self.quality = options.quality is not False and None in self.slots
+        """Whether each face's inversion is measured (it is, whenever it is decoded)."""
+        self.paste: list[str] | bool = False if options.sweep is not None else [
+            INVERSION if slot is None else slot.label for slot in self.slots if slot in self.outputs or options.preview
+        ]
+        """The labels whose photos are composed: the outputs, and for a preview the inversion too."""
 
     # ------------------------------------------------------------------ the output layout
     def _detects(self, item: InputItem) -> bool:
@@ -237,6 +258,8 @@ class Pipeline:
         if self.opts.sweep is not None:
             self._write_sweep(job, result)
             return
+        if self.quality:
+            job.quality = [(face.index, face.quality) for face in result.faces if face.quality is not None]
         for slot in self.outputs:
             key = slot.label if slot is not None else INVERSION
             image_path = self.image_path(item, slot)
@@ -268,7 +291,7 @@ class Pipeline:
         distortion = face.distortion if self.opts.latents == "full" else None
         return make_record(face.codes[key], face.latent, distortion, edit=slot.label if slot is not None else None,
                            checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
-                           alignment=alignment)
+                           alignment=alignment, quality=face.quality.to_json() if face.quality else None)
 
     def _preview(self, result: Result) -> Image.Image:
         """Original (faces boxed and numbered), inversion, then each edit."""
@@ -308,7 +331,7 @@ class Pipeline:
         recorded on the job. Its work (images and codes) is released either way."""
         try:
             assert job.work is not None
-            self.write(job, self.model.finish(job.work, self.slots, paste=self.opts.sweep is None))
+            self.write(job, self.model.finish(job.work, self.slots, paste=self.paste, quality=self.quality))
             job.status = "ok"
         except Exception as exc:
             job.fail(f"{job.item.path}: cannot write output ({exc})")

@@ -56,7 +56,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def edit_args(ckpt: Path, directions: Path, src: Path | str, out: Path | str, *extra: str) -> list[str]:
     return ["edit", str(src), "-o", str(out), "-a", "smile", "-s", "2", "--checkpoint", str(ckpt),
-            "--directions", str(directions), "--device", "cpu", "--quiet", "--json", *extra]
+            "--directions", str(directions), "--device", "cpu", "--quiet", "--json", "--quality", *extra]
 
 
 def reports(stdout: str, out: Path) -> dict[str, dict]:
@@ -110,6 +110,7 @@ def test_ray_run_equals_the_single_machine_run(both_runs: dict) -> None:
         else:
             assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), name
     assert reports(local.stdout, local_out) == reports(on_ray.stdout, ray_out)
+    assert all(r["quality"] for r in reports(on_ray.stdout, ray_out).values() if r["status"] == "ok")
 
 
 def test_ray_reports_each_bad_input_on_one_line(both_runs: dict, inputs: Path) -> None:

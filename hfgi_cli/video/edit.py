@@ -7,7 +7,9 @@
         Model.encode_faces                  W+ and distortion map (kept in OUT.pt / OUT.distortion.npy)
         LatentEMA                           optional moving average of W+ over frames
         Model.decode_faces                  the edit, at each frame's strength (a ramp, or constant)
-        Model.finish                        paste-back with the soft face mask
+                                            (--quality: the inversion too)
+        Model.finish                        paste-back with the soft face mask (and the inversion's
+                                            quality against the crop, kept in OUT.pt)
     ffmpeg.VideoOutput                  H.264 at the input's rate and size, audio copied
 
 A re-run from ``OUT.pt`` (``edit_video_from_latents``) replaces the first three lines by the stored
@@ -33,9 +35,10 @@ from PIL import Image
 
 from ..align import MIN_QSIZE, AlignedFace, align_quad
 from ..edits import EditSpec
-from ..engine import FaceWork, Model, Slot, Work
+from ..engine import FaceWork, Model, Slot, Work, slot_label
 from ..images import Photo, image_to_tensor
 from ..models.hfgi import ENCODER_INPUT_SIZE
+from ..quality import FaceQuality
 from .ffmpeg import VideoError, VideoOutput, iter_frames, open_source
 from .store import FrameRecord, NpyRows, VideoStore, read_video_latents
 from .tracking import (
@@ -66,6 +69,9 @@ class VideoOptions:
     """Frame rate of a folder of frames (default 25)."""
     max_gap: int = MAX_GAP
     min_qsize: float = MIN_QSIZE
+    quality: bool = False
+    """Also decode each frame's inversion and measure it against the tracked crop (a first run
+    only: a re-run from OUT.pt has no crops)."""
 
 
 @dataclass
@@ -79,6 +85,8 @@ class VideoResult:
     audio: bool
     from_latents: bool
     seconds: float = 0.0
+    quality: list[tuple[int, FaceQuality]] = dataclasses.field(default_factory=list)
+    """(frame index, its inversion's quality) with --quality."""
 
 
 @dataclass
@@ -125,6 +133,7 @@ class FrameEditor:
         self.model, self.opts, self.n_frames, self.source, self.store = model, opts, n_frames, source, store
         self.ema = LatentEMA(opts.latent_smooth)
         self.pending: list[Frame] = []
+        self.quality: list[tuple[int, FaceQuality]] = []
         # frames held at most for one model batch (a long stretch without a face must not pile up)
         self.max_pending = max(16, 2 * opts.batch_size)
 
@@ -143,11 +152,18 @@ class FrameEditor:
             for f in edited:
                 f.face.latent = self.ema(f.index, f.shot, f.face.latent)  # type: ignore[union-attr]
             slot = self._slot(edited)
-            self.model.decode_faces([f.face for f in edited], [slot])  # type: ignore[misc]
+            measure = self.opts.quality and all(f.face.picture is not None for f in edited)  # type: ignore[union-attr]
+            slots: list[Slot] = [None, slot] if measure else [slot]
+            self.model.decode_faces([f.face for f in edited], slots)  # type: ignore[misc]
             for f in edited:
                 photo = Photo(Image.fromarray(f.pixels), "RGB", None)
                 work = Work(self.source, [f.face], photo=photo)  # type: ignore[list-item]
-                f.pixels = np.asarray(self.model.finish(work, [slot]).image)
+                result = self.model.finish(work, slots, paste=[slot_label(slot)], quality=measure)
+                f.pixels = np.asarray(result.image)
+                if result.faces[0].quality is not None:
+                    self.quality.append((f.index, result.faces[0].quality))
+                    if self.store is not None:
+                        self.store.frames[f.index].quality = result.faces[0].quality
         return [f.pixels for f in frames]
 
     def _encode(self, frames: list[Frame]) -> None:
@@ -222,7 +238,7 @@ def _tracked_face(pixels: np.ndarray, vec: np.ndarray | None) -> FaceWork | None
     if vec is None:
         return None
     face = align_quad(Image.fromarray(pixels), vector_quad(vec), ENCODER_INPUT_SIZE, vector_landmarks(vec))
-    return FaceWork(0, crop=image_to_tensor(face.image, ENCODER_INPUT_SIZE), alignment=face)
+    return FaceWork(0, crop=image_to_tensor(face.image, ENCODER_INPUT_SIZE), alignment=face, picture=face.image)
 
 
 def edit_video(
@@ -258,7 +274,8 @@ def edit_video(
         out.commit()
     frames = store.frames
     return VideoResult(output, store.pt_path, len(frames), sum(f.found for f in frames),
-                       sum(f.detected for f in frames), tracker.shots, audio, False, time.perf_counter() - started)
+                       sum(f.detected for f in frames), tracker.shots, audio, False, time.perf_counter() - started,
+                       editor.quality)
 
 
 def _stored_frames(data: dict[str, Any], rows: NpyRows, frames: Iterable[np.ndarray], size: tuple[int, int],

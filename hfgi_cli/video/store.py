@@ -4,7 +4,8 @@
 streamed to disk as frames are encoded; ``np.load(..., mmap_mode="r")`` reads it. ``OUT.pt``
 (``hfgi-video/1``, written at the end) holds the rest per frame: W+ before editing, the smoothed
 and the raw crop squares, smoothed landmarks, face found / detected, shot number, the row of the
-distortion map; and the source path, frame rate, size and checkpoint name. Its W+ table is the
+distortion map (with --quality: ``quality_identity_distance``, ``quality_psnr``, ``quality_ssim``,
+NaN where not measured); and the source path, frame rate, size and checkpoint name. Its W+ table is the
 one thing that grows with the clip's length (n_latent x 512 float32 = 36 KB a frame for the
 published model). Giving ``OUT.pt`` as the input re-runs any edit from these codes.
 """
@@ -12,6 +13,7 @@ published model). Giving ``OUT.pt`` as the input re-runs any edit from these cod
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from ..atomic import temp_beside
+from ..quality import FaceQuality
 from .ffmpeg import VideoError, VideoSource
 from .tracking import N_LANDMARKS
 
@@ -93,6 +96,7 @@ class FrameRecord:
     landmarks: np.ndarray  # (68, 2) smoothed, NaN without a face
     latent: torch.Tensor | None = None
     distortion_row: int = -1
+    quality: FaceQuality | None = None  # with --quality: the inversion against the tracked crop
 
 
 class VideoStore:
@@ -147,6 +151,11 @@ class VideoStore:
             "smooth_window": smooth_window,
             "edit": edit,
         }
+        if any(f.quality is not None for f in frames):  # per frame, NaN where not measured
+            for key in ("identity_distance", "psnr", "ssim"):
+                record[f"quality_{key}"] = torch.tensor(
+                    [getattr(f.quality, key) if f.quality is not None else math.nan for f in frames],
+                    dtype=torch.float32)
         torch.save(record, self.pt_tmp)
         os.replace(self.npy_tmp, self.npy_path)
         os.replace(self.pt_tmp, self.pt_path)

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""What per-face quality numbers cost: the measurement against a face's model time, and whole runs
+with and without it, in one process on the same model and faces.
+
+    python benchmarks/bench_quality.py [--checkpoint FILE] [--faces N] [--rounds R]
+
+The checkpoint is a seeded random one in the published (full-size) format unless given. Per face:
+the model's time for an inversion (``Model.forward``, encoder + decoder) and for an edit with the
+extra decode ``--quality`` asks for; ``finish`` with and without ``quality`` (the measurement is the
+difference). Whole pipeline runs of ``invert`` (``--no-quality`` vs default) and ``edit`` (default
+vs ``--quality``) alternate over ``--rounds`` so that a busy machine slows both alike. Prints
+ratios; run it on an idle machine and name the CPU beside the figures (it prints ``lscpu``'s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+
+def cpu_name() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return " ".join(fields.get(k, "?").strip() for k in ("Model name", "CPU family", "Model"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path)
+    ap.add_argument("--faces", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from hfgi_cli.edits import EditSpec
+    from hfgi_cli.engine import load_model
+    from hfgi_cli.inputs import collect_inputs
+    from hfgi_cli.pipeline import Pipeline, RunOptions
+
+    torch.set_num_threads(torch.get_num_threads())
+    tmp = Path(tempfile.mkdtemp(prefix="bench_quality_"))
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = tmp / "seed0.pt"
+        subprocess.run([sys.executable, str(SHARED / "reference" / "make_checkpoint.py"), str(ckpt), "--seed", "0"],
+                       check=True, capture_output=True)
+    model = load_model(ckpt, device="cpu", directions=SHARED / "data" / "directions")
+    faces = sorted((SHARED / "data" / "faces").glob("*.jpg"))[: args.faces]
+    smile = EditSpec("smile", 2.0)
+    print(f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {len(faces)} aligned faces, full-size model")
+
+    # ---- stage times per face
+    forward_inv, forward_edit, forward_both, finish_plain, finish_measured = [], [], [], [], []
+    for path in faces:
+        for slots, times in (([None], forward_inv), ([smile], forward_edit), ([None, smile], forward_both)):
+            work = model.prepare(path, aligned=True)
+            t = time.perf_counter()
+            model.forward(work.faces, slots)
+            times.append(time.perf_counter() - t)
+        for quality, times in ((False, finish_plain), (True, finish_measured)):
+            t = time.perf_counter()
+            model.finish(work, [None, smile], quality=quality)
+            times.append(time.perf_counter() - t)
+    med = statistics.median
+    measure = med(finish_measured) - med(finish_plain)
+    print(f"model per face: inversion {med(forward_inv):.2f} s, edit {med(forward_edit):.2f} s, "
+          f"edit + inversion {med(forward_both):.2f} s")
+    print(f"quality measurement per face: {measure:.3f} s = {100 * measure / med(forward_inv):.1f} % of an "
+          f"inversion's model time; an edit's extra decode + measurement: "
+          f"{100 * (med(forward_both) - med(forward_edit) + measure) / med(forward_edit):.1f} % of its model time")
+
+    # ---- whole runs, alternating
+    items, _ = collect_inputs([str(p) for p in faces])
+    runs: dict[str, list[float]] = {}
+    variants = {
+        "invert --no-quality": RunOptions(tmp / "a", [], aligned=True, overwrite=True, quality=False),
+        "invert (quality)": RunOptions(tmp / "b", [], aligned=True, overwrite=True),
+        "edit": RunOptions(tmp / "c", [smile], aligned=True, overwrite=True),
+        "edit --quality": RunOptions(tmp / "d", [smile], aligned=True, overwrite=True, quality=True),
+    }
+    for _ in range(args.rounds):
+        for name, options in variants.items():
+            t = time.perf_counter()
+            summary = Pipeline(model, options).run(items, lambda job: None)
+            assert not summary.failed, [j.error for j in summary.failed]
+            runs.setdefault(name, []).append(time.perf_counter() - t)
+    for name, times in runs.items():
+        print(f"{name:22s} {min(times):7.2f} s ({min(times) / len(faces):.2f} s a face)")
+    invert_cost = min(runs["invert (quality)"]) / min(runs["invert --no-quality"]) - 1
+    edit_cost = min(runs["edit --quality"]) / min(runs["edit"]) - 1
+    print(f"invert: quality adds {100 * invert_cost:+.1f} %; edit: --quality adds {100 * edit_cost:+.1f} %")
+
+
+if __name__ == "__main__":
+    main()
