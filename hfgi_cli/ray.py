@@ -279,6 +279,7 @@ class Pools:
     device: str
     batch_size: int
     """Faces per model call, and inputs per actor batch."""
+    cpus_per_task: float = 1.0
 
 
 def plan_pools(resources: dict[str, float], device: str, workers: int | None, batch_size: int | None) -> Pools:
@@ -291,7 +292,11 @@ def plan_pools(resources: dict[str, float], device: str, workers: int | None, ba
         raise ClusterError("--device mps: Ray actors run on CUDA GPUs or CPUs; use auto, cuda or cpu")
     if device != "cpu" and gpus > 0:
         actors = workers or gpus
-        return Pools(actors, 1.0, 1.0, max(1, cpus - actors), "cuda", batch_size or 8)
+        if cpus <= actors:  # no CPU left beside the actors: theirs go to the tasks, or nothing would prepare
+            return Pools(actors, 1.0, 0.0, cpus, "cuda", batch_size or 8)
+        return Pools(actors, 1.0, 1.0, cpus - actors, "cuda", batch_size or 8)
+    if cpus < 2:  # one core: the actor and one task share it
+        return Pools(1, 0.0, 0.5, 1, "cpu", batch_size or 1, cpus_per_task=0.5)
     model_cpus = max(1, cpus // 2)
     actors = workers or max(1, -(-model_cpus // 8))
     per_actor = max(1, model_cpus // actors)
@@ -393,7 +398,8 @@ def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model
         directions=shape.directions, weights_dir=shape.weights_dir, batch_size=pools.batch_size, options=options,
     )
     rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]
-    cpu_stage = dict(batch_size=1, batch_format="numpy", num_cpus=1, compute=TaskPoolStrategy(size=pools.cpu_tasks),
+    cpu_stage = dict(batch_size=1, batch_format="numpy", num_cpus=pools.cpus_per_task,
+                     compute=TaskPoolStrategy(size=pools.cpu_tasks),
                      fn_kwargs=dict(shape=shape, options=options, cwd=os.getcwd()))
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 100_000)))

@@ -212,6 +212,10 @@ def test_pools_follow_the_cluster() -> None:
     assert plan_pools({"CPU": 32.0, "GPU": 4.0}, "cpu", None, None).device == "cpu"
     big_cpu = plan_pools({"CPU": 64.0}, "auto", None, None)
     assert big_cpu.actors * big_cpu.cpus_per_actor <= 32 and big_cpu.cpu_tasks >= 32
+    one_core = plan_pools({"CPU": 1.0}, "auto", None, None)  # the actor and a task fit at once
+    assert one_core.cpus_per_actor + one_core.cpus_per_task <= 1
+    all_gpu = plan_pools({"CPU": 2.0, "GPU": 2.0}, "auto", None, None)
+    assert all_gpu.cpus_per_actor == 0 and all_gpu.cpu_tasks == 2
     with pytest.raises(ValueError, match="no GPU"):
         plan_pools({"CPU": 8.0}, "cuda", None, None)
 
