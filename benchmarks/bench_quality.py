@@ -7,8 +7,9 @@ with and without it, in one process on the same model and faces.
 The checkpoint is a seeded random one in the published (full-size) format unless given. Per face:
 the model's time for an inversion (``Model.forward``, encoder + decoder) and for an edit with the
 extra decode ``--quality`` asks for; ``finish`` with and without ``quality`` (the measurement is the
-difference). Whole pipeline runs of ``invert`` (``--no-quality`` vs default) and ``edit`` (default
-vs ``--quality``) alternate over ``--rounds`` so that a busy machine slows both alike. Prints
+difference). Whole pipeline runs of ``invert`` (``--no-quality`` vs default) on the aligned faces
+and on the example photos (detection, paste-back), and ``edit`` (default vs ``--quality``) alternate
+over ``--rounds`` (the best of each is compared) so that a busy machine slows both alike. Prints
 ratios; run it on an idle machine and name the CPU beside the figures (it prints ``lscpu``'s).
 """
 
@@ -37,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--faces", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
     import torch
@@ -59,7 +60,8 @@ def main() -> None:
     smile = EditSpec("smile", 2.0)
     print(f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {len(faces)} aligned faces, full-size model")
 
-    # ---- stage times per face
+    # ---- stage times per face (after one untimed pass: the first one pays for allocations)
+    model.forward(model.prepare(faces[0], aligned=True).faces, [None, smile])
     forward_inv, forward_edit, forward_both, finish_plain, finish_measured = [], [], [], [], []
     for path in faces:
         for slots, times in (([None], forward_inv), ([smile], forward_edit), ([None, smile], forward_both)):
@@ -79,26 +81,36 @@ def main() -> None:
           f"inversion's model time; an edit's extra decode + measurement: "
           f"{100 * (med(forward_both) - med(forward_edit) + measure) / med(forward_edit):.1f} % of its model time")
 
-    # ---- whole runs, alternating
-    items, _ = collect_inputs([str(p) for p in faces])
+    # ---- whole runs, alternating: aligned faces, and the example photos (6 faces, with detection)
+    crops, _ = collect_inputs([str(p) for p in faces])
+    photos, _ = collect_inputs([str(REPO / "examples" / "photos")])
     runs: dict[str, list[float]] = {}
     variants = {
-        "invert --no-quality": RunOptions(tmp / "a", [], aligned=True, overwrite=True, quality=False),
-        "invert (quality)": RunOptions(tmp / "b", [], aligned=True, overwrite=True),
-        "edit": RunOptions(tmp / "c", [smile], aligned=True, overwrite=True),
-        "edit --quality": RunOptions(tmp / "d", [smile], aligned=True, overwrite=True, quality=True),
+        "crops: invert --no-quality": (crops, RunOptions(tmp / "a", [], aligned=True, overwrite=True, quality=False)),
+        "crops: invert": (crops, RunOptions(tmp / "b", [], aligned=True, overwrite=True)),
+        "crops: edit": (crops, RunOptions(tmp / "c", [smile], aligned=True, overwrite=True)),
+        "crops: edit --quality": (crops, RunOptions(tmp / "d", [smile], aligned=True, overwrite=True, quality=True)),
+        "photos: invert --no-quality": (photos, RunOptions(tmp / "e", [], overwrite=True, quality=False)),
+        "photos: invert": (photos, RunOptions(tmp / "f", [], overwrite=True)),
     }
+    n_faces: dict[str, int] = {}
     for _ in range(args.rounds):
-        for name, options in variants.items():
+        for name, (items, options) in variants.items():
             t = time.perf_counter()
             summary = Pipeline(model, options).run(items, lambda job: None)
             assert not summary.failed, [j.error for j in summary.failed]
             runs.setdefault(name, []).append(time.perf_counter() - t)
+            n_faces[name] = sum(j.n_faces for j in summary.jobs)
     for name, times in runs.items():
-        print(f"{name:22s} {min(times):7.2f} s ({min(times) / len(faces):.2f} s a face)")
-    invert_cost = min(runs["invert (quality)"]) / min(runs["invert --no-quality"]) - 1
-    edit_cost = min(runs["edit --quality"]) / min(runs["edit"]) - 1
-    print(f"invert: quality adds {100 * invert_cost:+.1f} %; edit: --quality adds {100 * edit_cost:+.1f} %")
+        print(f"{name:28s} {min(times):7.2f} s ({min(times) / n_faces[name]:.2f} s a face; runs: "
+              f"{', '.join(f'{t:.1f}' for t in times)})")
+
+    def cost(a: str, b: str) -> str:
+        return f"{100 * (min(runs[b]) / min(runs[a]) - 1):+.1f} %"
+
+    print(f"quality adds: invert of crops {cost('crops: invert --no-quality', 'crops: invert')}, "
+          f"invert of photos {cost('photos: invert --no-quality', 'photos: invert')}, "
+          f"edit of crops (--quality) {cost('crops: edit', 'crops: edit --quality')}")
 
 
 if __name__ == "__main__":
