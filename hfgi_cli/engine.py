@@ -357,7 +357,7 @@ class Model:
 
     # ------------------------------------------------------------------ stage 3: finish (CPU)
     def finish(
-        self, work: Work, slots: Sequence[Slot], paste: bool | Sequence[str] = True, quality: bool = True
+        self, work: Work, slots: Sequence[Slot], paste: bool | Sequence[str] = True, quality: bool = False
     ) -> Result:
         """Outputs per label: crops as images (``Face.crops``), and ``Result.images`` for the labels
         in ``paste`` (True: all; False: none, e.g. a sweep shows crops only): each photo with its
@@ -405,11 +405,11 @@ class Model:
         faces: Sequence[int] | None = None,
         max_faces: int | None = None,
         min_face: float | None = None,
-        quality: bool = True,
+        quality: bool = False,
     ) -> Result:
         """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
-        ``result.images["inversion"]``, and how faithful each face is (``result.faces[k].quality``).
-        ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
+        ``result.images["inversion"]``; ``quality``: measure how faithful each face is
+        (``result.faces[k].quality``). ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
         return self.edit(source, None, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face,
                          quality=quality)
 
@@ -422,15 +422,15 @@ class Model:
         faces: Sequence[int] | None = None,
         max_faces: int | None = None,
         min_face: float | None = None,
-        quality: bool | None = None,
+        quality: bool = False,
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
         from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``.
-        ``quality=True`` also decodes the inversion (one more generator pass a face) to measure
-        it (``faces[k].quality``); None: only when there are no edits."""
+        ``quality=True`` measures each face's inversion (``faces[k].quality``), decoding it for an
+        edit (one more generator pass a face)."""
         specs = self.edit_specs(edits)
         work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
-        return self.run(work, specs, quality=not specs if quality is None else quality)
+        return self.run(work, specs, quality=quality)
 
     def edit_latents(self, path: str | os.PathLike[str], edits: Edits) -> Result:
         """Edit from a latent file written by ``hfgi invert``/``edit``: no encoder, crop out."""

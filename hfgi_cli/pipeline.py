@@ -18,9 +18,9 @@ edit label (none for an inversion):
 - ``--preview``: ``OUT/<rel>_preview.jpg``; ``--latents codes|none``: smaller or no ``.pt`` files;
 - ``--sweep``: only ``OUT/<rel>_sweep-<attr>_<k>.jpg`` per face, then ``OUT/<rel>_sweep-<attr>.json``.
 
-Each face's inversion is measured (``quality``: identity distance, PSNR, SSIM) whenever the run
-decodes it: always for ``invert``, for ``edit`` with ``--preview`` or ``--quality``. The numbers go
-into its latent files and the input's JSON report; faces above the identity threshold get a warning.
+With ``--quality`` each face's inversion is measured (identity distance, PSNR, SSIM; an edit
+decodes it for this); the numbers go into its latent files and the input's JSON report, and faces
+above the identity threshold get a warning.
 
 Every file is written atomically, each input's images after its latent files and the sweep's
 record after its grids, so on a re-run the planned files that exist (and fit the options) mean
@@ -84,7 +84,7 @@ class RunOptions:
     latents: str = "full"  # full (codes + float16 distortion map) | codes | none
     preview: bool = False  # also OUT/<name>_preview.jpg: original, inversion, each edit
     sweep: Sweep | None = None  # instead of the outputs: one grid per face across strengths
-    quality: bool | None = None  # measure each face's inversion; None: when it is decoded anyway
+    quality: bool = False  # measure each face's inversion (decoding it for an edit)
     prefetch: int = 8
     io_workers: int = 0  # reader and writer threads each; 0: half the CPU cores, 1..8
 
@@ -160,8 +160,7 @@ class Pipeline:
             self.slots = [None, *options.edits]  # the preview shows the inversion; quality measures it
         else:
             self.slots = list(self.outputs)
-        self.quality = options.quality is not False and None in self.slots
-        """Whether each face's inversion is measured (it is, whenever it is decoded)."""
+        self.quality = options.quality
         self.paste: list[str] | bool = False if options.sweep is not None else [
             INVERSION if slot is None else slot.label for slot in self.slots if slot in self.outputs or options.preview
         ]

@@ -87,7 +87,7 @@ def test_warning_names_the_photo_and_the_face() -> None:
 
 # ----------------------------------------------------------------------------- in runs
 def test_invert_reports_quality_per_face_in_json_latents_and_summary(small_ckpt: Path, tmp_path: Path) -> None:
-    result = run_cli("invert", str(GROUP), "-o", str(tmp_path), "--json", "--checkpoint", str(small_ckpt))
+    result = run_cli("invert", str(GROUP), "-o", str(tmp_path), "--json", "--quality", "--checkpoint", str(small_ckpt))
     assert result.returncode == 0, result.stderr
     (report,) = map(json.loads, result.stdout.splitlines())
     assert [f["face"] for f in report["quality"]] == [0, 1, 2, 3]
@@ -122,7 +122,8 @@ def test_edit_measures_only_when_asked_and_outputs_do_not_change(small_ckpt: Pat
 def test_api_quality(small_ckpt: Path, small_directions: Path) -> None:
     model = load_model(small_ckpt, device="cpu", directions=small_directions)
     crop = FACES / "00044.jpg"
-    inverted = model.invert(crop, aligned=True)
+    assert model.invert(crop, aligned=True).faces[0].quality is None  # opt-in: ~5 % of a face's CPU time
+    inverted = model.invert(crop, aligned=True, quality=True)
     assert inverted.faces[0].quality is not None
     edited = model.edit(crop, {"smile": 1}, aligned=True)
     assert edited.faces[0].quality is None and list(edited.images) == ["smile+1"]
