@@ -271,3 +271,22 @@ def test_video_quality_per_frame(clips: dict[str, Path], small_ckpt: Path, small
     again = run_cli("video", str(out.with_suffix(".pt")), "-o", str(tmp_path / "again.mp4"), "-a", "age", "-s", "1",
                     "--quality", *common(small_ckpt, small_directions))
     assert again.returncode == 2 and "--quality" in again.stderr
+
+
+def test_lpips_when_its_weights_are_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LPIPS runs once AlexNet's weights are in torchvision's cache (here a seeded random AlexNet,
+    as the real file cannot be downloaded here): 0 for identical images, and in `hfgi eval`'s JSON."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    q.lpips_weights().parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), q.lpips_weights())
+    lpips = q.Lpips()
+    a, b = rgb(FACE_FILES[0]), rgb(FACE_FILES[1])
+    assert lpips(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert lpips(a, b) > lpips(a, jpeg(a)) > 0
+    result = run_cli("eval", str(FACE_FILES[0]), str(FACE_FILES[1]), "--json", "--aligned")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["lpips"] == pytest.approx(lpips(a, b), abs=1e-4) and "LPIPS not computed" not in result.stderr
