@@ -120,9 +120,10 @@ InputsArg = typer.Argument(
     "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
     "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
     "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
-    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png).",
+    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png). With --ray also "
+    "URIs (s3://, gs://, file://).",
 )
-OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing).")
+OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing); with --ray also a URI.")
 CheckpointOpt = typer.Option(
     None, "--checkpoint", "-c", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
 )
@@ -293,9 +294,7 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     if ray is None and uris:
         fail(f"{uris[0]}: URIs (s3://, gs://, file://...) can be used with --ray only")
     out_uri = _out_uri(out) if ray is not None and out is not None and is_uri(out) else None
-    items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir)
-    if ray is None and any(item.uri for item in items):  # named on stdin
-        fail(f"{next(i.uri for i in items if i.uri)}: URIs (s3://, gs://, file://...) can be used with --ray only")
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir, uris=ray is not None)
     # with --ray the actors load the model for their device; this copy checks it, on the CPU
     local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
     model = _load(**local_args, edits=edits or options.edits)

@@ -65,9 +65,11 @@ def collect_inputs(
     stdin: IO[str] | None = None,
     exclude: Path | str | None = None,
     latents: bool = True,
+    uris: bool = False,
 ) -> tuple[list[InputItem], list[InputProblem]]:
     """Expand files, folders (their images, sorted, recursively) and ``-`` (paths from stdin);
-    files and folders may be URIs (``s3://``, ``file://``...: ``remote``; ``exclude`` then a URI too).
+    with ``uris``, files and folders may be URIs (``s3://``, ``file://``...: ``remote``; ``exclude``
+    then a URI too), else a URI is a path that does not exist.
 
     Files under ``exclude`` (the output folder, when it lies inside an input folder) are not
     inputs: a second run must not pick up the first run's results. ``latents`` admits ``.pt``
@@ -83,7 +85,8 @@ def collect_inputs(
     for arg in inputs:
         raw.extend(_stdin_paths(stdin if stdin is not None else sys.stdin) if arg == "-" else [arg])
     wanted = IMAGE_EXTS | (LATENT_EXTS if latents else frozenset())
-    found = [_uri_entry(arg, wanted, exclude) if is_uri(arg) else _path_entry(arg, wanted, exclude) for arg in raw]
+    found = [_uri_entry(arg, wanted, exclude) if uris and is_uri(arg) else _path_entry(arg, wanted, exclude)
+             for arg in raw]
     several_folders = len({entry.key for entry in found if entry.kind == "folder"}) > 1
     items: list[InputItem] = []
     problems: list[InputProblem] = []
@@ -127,7 +130,7 @@ class _Entry:
 def _path_entry(arg: str, wanted: frozenset[str], exclude: Path | str | None) -> _Entry:
     path = Path(arg)
     if path.is_dir():
-        local_exclude = exclude if isinstance(exclude, Path) else None
+        local_exclude = _on_disk(exclude)
         skip = (local_exclude.resolve() if local_exclude is not None and local_exclude.resolve() != path.resolve()
                 else None)
         files = sorted(
@@ -153,12 +156,32 @@ def _uri_entry(arg: str, wanted: frozenset[str], exclude: Path | str | None) -> 
         return _Entry(arg, problem=f"cannot be read ({str(exc).removeprefix(arg + ': ')})")
     if kind == "missing":
         return _Entry(arg, problem="no such file or folder")
-    skip = None
+    skip, local_skip = None, _on_disk(exclude) if arg.startswith("file:") else None
     if isinstance(exclude, str) and exclude.rstrip("/") != arg.rstrip("/"):
         skip = exclude.rstrip("/") + "/"
+    if local_skip is not None and local_skip.resolve() != Path(base).resolve():
+        local_skip = local_skip.resolve()
+    else:
+        local_skip = None
     entries = [(Path(base.rstrip("/"), inside) if kind == "folder" else Path(base), uri, Path(inside))
                for uri, inside in files if not (skip and uri.startswith(skip))]
+    if local_skip is not None:  # file://: the output folder may be named by its path
+        entries = [entry for entry in entries if not entry[0].resolve().is_relative_to(local_skip)]
     return _Entry(arg, kind, entries, arg.rstrip("/"), remote.folder_name(arg))
+
+
+def _on_disk(folder: Path | str | None) -> Path | None:
+    """``folder`` as a local path: a path, or a ``file://`` URI."""
+    if isinstance(folder, Path):
+        return folder
+    if isinstance(folder, str) and folder.startswith("file:"):
+        from . import remote
+
+        try:
+            return Path(remote.filesystem(folder)[1])
+        except OSError:
+            return None
+    return None
 
 
 def face_name(stem: str, index: int, n_faces: int) -> str:

@@ -213,17 +213,48 @@ def test_uri_inputs_are_laid_out_as_local_ones(tmp_path: Path) -> None:
     assert remote.list_uri((tmp_path / "nothing").as_uri(), frozenset({".jpg"})) == ("missing", [])
     for args in (["a"], ["a", "b"], ["a/x.jpg", "b/x.jpg", "b/x.png"], ["a", "b/x.jpg"]):
         local, _ = collect_inputs([str(tmp_path / arg) for arg in args])
-        uris, problems = collect_inputs([(tmp_path / arg).as_uri() for arg in args])
+        uris, problems = collect_inputs([(tmp_path / arg).as_uri() for arg in args], uris=True)
         assert not problems
         assert [i.rel for i in uris] == [i.rel for i in local], args
         assert [i.uri for i in uris] == [i.path.as_uri() for i in local]
         assert [i.source for i in uris] == [i.uri for i in uris] and [i.is_latent for i in uris] == [
             i.is_latent for i in local]
-    items, problems = collect_inputs([(tmp_path / "a").as_uri()], exclude=(tmp_path / "a" / "sub").as_uri())
+    items, problems = collect_inputs([(tmp_path / "a").as_uri()], exclude=(tmp_path / "a" / "sub").as_uri(),
+                                     uris=True)
     assert [str(i.rel) for i in items] == ["x", "z"] and not problems
-    _, problems = collect_inputs([(tmp_path / "none").as_uri(), "nosuch://x/y"])
+    sub = tmp_path / "a" / "sub"
+    for arg, out in ((tmp_path / "a", sub.as_uri()), ((tmp_path / "a").as_uri(), sub)):
+        items, _ = collect_inputs([str(arg)], exclude=out, uris=True)  # OUT as a path or a file:// URI
+        assert [str(i.rel) for i in items] == ["x", "z"]
+    _, problems = collect_inputs([(tmp_path / "none").as_uri(), "nosuch://x/y"], uris=True)
     assert [p.path for p in problems] == [(tmp_path / "none").as_uri(), "nosuch://x/y"]
     assert problems[0].endswith("no such file or folder") and "cannot be read" in problems[1]
+
+
+def test_failed_upload_fails_its_input_alone(tmp_path: Path) -> None:
+    """The write stage uploads in the order the pipeline wrote; an upload that fails fails its input
+    (one message naming it), keeps what was uploaded before it listed, and leaves no staged file."""
+    from hfgi_cli import remote
+    from hfgi_cli.inputs import InputItem
+    from hfgi_cli.ray import _upload
+
+    class Flaky(remote.Folder):
+        def upload(self, local: Path, rel: str) -> str:
+            if rel.endswith(".jpg"):
+                raise OSError("bucket is read-only")
+            return super().upload(local, rel)
+
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    (staging / "sub").mkdir(parents=True)
+    written = [staging / "sub" / "x_0.pt", staging / "sub" / "x.jpg"]
+    for path in written:
+        path.write_bytes(b"data")
+    job = Job(InputItem(Path("bucket/in/sub/x.jpg"), Path("sub/x"), "s3://bucket/in/sub/x.jpg"), status="ok",
+              outputs=[str(p) for p in written])
+    _upload(job, staging, Flaky(out.as_uri()))
+    assert job.status == "error" and job.error == "s3://bucket/in/sub/x.jpg: cannot write output (bucket is read-only)"
+    assert job.outputs == [(out / "sub" / "x_0.pt").as_uri()] and (out / "sub" / "x_0.pt").read_bytes() == b"data"
+    assert files(out) == ["sub/x_0.pt"] and files(staging) == []
 
 
 class PidFileHFGIEdit(HFGIEdit):
