@@ -120,9 +120,10 @@ InputsArg = typer.Argument(
     "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
     "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
     "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
-    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png).",
+    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png). With --ray also "
+    "URIs (s3://, gs://, file://).",
 )
-OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing).")
+OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing); with --ray also a URI.")
 CheckpointOpt = typer.Option(
     None, "--checkpoint", "-c", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
 )
@@ -182,7 +183,8 @@ RayOpt = typer.Option(
     False, "--ray",
     help="Run on a Ray cluster: --ray-address, else $RAY_ADDRESS, else one started with `ray start` on this "
     "machine, else a local one for the run. Detection on CPU tasks, the model on one actor per GPU (CPU actors "
-    "without GPUs); the same outputs, --json lines and exit status. Needs `pip install 'hfgi-cli[ray]'`.",
+    "without GPUs); the same outputs, --json lines and exit status. INPUT and OUT may be URIs (s3://, gs://, "
+    "file://). Needs `pip install 'hfgi-cli[ray]'`.",
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
 WorkersOpt = typer.Option(
@@ -279,15 +281,20 @@ def _latents(mode: str) -> str:
 
 
 def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
-         as_json: bool, edits: Optional[list[EditSpec]] = None, ray: Optional[dict[str, Any]] = None) -> NoReturn:
+         as_json: bool, edits: Optional[list[EditSpec]] = None, ray: Optional[dict[str, Any]] = None,
+         out: Optional[str] = None) -> NoReturn:
     """Load the model, check every edit up front, then stream the inputs through the pipeline (or,
-    with ``ray`` (``run_on_ray``'s address and workers), run it on a Ray cluster)."""
+    with ``ray`` (``run_on_ray``'s address and workers), run it on a Ray cluster). ``out``: -o as
+    given (a URI, with --ray)."""
     from .inputs import collect_inputs
     from .pipeline import Pipeline
+    from .remote import is_uri
 
-    if ray is not None:
-        inputs, options.out_dir = _ray_paths(inputs, options.out_dir)
-    items, problems = collect_inputs(inputs, sys.stdin, exclude=options.out_dir)
+    uris = [text for text in [*inputs, out or ""] if is_uri(text)]
+    if ray is None and uris:
+        fail(f"{uris[0]}: URIs (s3://, gs://, file://...) can be used with --ray only")
+    out_uri = _out_uri(out) if ray is not None and out is not None and is_uri(out) else None
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir, uris=ray is not None)
     # with --ray the actors load the model for their device; this copy checks it, on the CPU
     local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
     model = _load(**local_args, edits=edits or options.edits)
@@ -324,7 +331,7 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
             from .ray import ClusterError, run_on_ray
 
             try:
-                summary = run_on_ray(model, options, items, on_done, model_args=model_args, **ray)
+                summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
             except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
                 fail(str(exc))
     _print_summary(summary, quiet, extra_failures=len(problems))
@@ -344,19 +351,18 @@ def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) 
     return {"address": address, "workers": workers}
 
 
-def _ray_paths(inputs: list[str], out: Path) -> tuple[list[str], Path]:
-    """``file://`` URIs as local paths (object stores are not supported yet)."""
-    from urllib.parse import unquote, urlparse
+def _out_uri(out: str) -> str:
+    """-o as a URI (``remote``), checked: pyarrow can use it, and it is no file."""
+    from . import remote
 
-    def local(text: str) -> str:
-        if "://" not in text and not text.startswith("file:"):
-            return text
-        uri = urlparse(text)
-        if uri.scheme != "file":
-            fail(f"{text}: only local paths and file:// URIs can be used with --ray so far")
-        return unquote(uri.path)
-
-    return [local(i) for i in inputs], Path(local(str(out)))
+    try:
+        remote.Folder(out)
+        taken = remote.exists(out)
+    except OSError as exc:
+        fail(f"-o {exc}")
+    if taken:
+        fail(f"-o {out}: is a file, not a folder")
+    return out
 
 
 class RunStatus:
@@ -431,7 +437,7 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
         note(", ".join(parts))
     from .quality import summary_line
 
-    measured = summary_line([(f"{job.item.path} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
+    measured = summary_line([(f"{job.item.source} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
     if measured and not quiet:
         note(measured)
 
@@ -441,7 +447,7 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
 )
 def invert(
     inputs: list[str] = InputsArg,
-    out: Path = OutOpt,
+    out: str = OutOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
     batch_size: Optional[int] = BatchOpt,
@@ -470,12 +476,13 @@ def invert(
     """
     from .pipeline import RunOptions
 
-    options = RunOptions(out, [], aligned=aligned, overwrite=overwrite, save_crops=save_crops, max_faces=max_faces,
-                         faces=_face_indices(faces, aligned), min_face=min_face, latents=_latents(latents),
-                         preview=preview, quality=quality)
+    options = RunOptions(Path(out), [], aligned=aligned, overwrite=overwrite, save_crops=save_crops,
+                         max_faces=max_faces, faces=_face_indices(faces, aligned), min_face=min_face,
+                         latents=_latents(latents), preview=preview, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
-    _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers))
+    _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers),
+         out=out)
 
 
 def _list_attrs_callback(value: bool) -> None:
@@ -497,7 +504,7 @@ def _list_attrs_callback(value: bool) -> None:
 )
 def edit(
     inputs: list[str] = InputsArg,
-    out: Path = OutOpt,
+    out: str = OutOpt,
     attr: list[str] = typer.Option([], "--attr", "-a", help="Attribute to edit (repeatable; see --list-attrs)."),
     strength: list[float] = typer.Option(
         [], "--strength", "-s", help="Strength for each --attr/--direction, in order (one value: for all)."
@@ -548,12 +555,14 @@ def edit(
         specs = sweep_spec.specs
     else:
         sweep_spec, specs = None, _edit_specs(attr, strength, direction)
-    options = RunOptions(out, [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite, save_crops=save_crops,
-                         max_faces=max_faces, faces=_face_indices(faces, aligned), min_face=min_face,
-                         latents=_latents(latents), preview=preview, sweep=sweep_spec, quality=quality)
+    options = RunOptions(Path(out), [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite,
+                         save_crops=save_crops, max_faces=max_faces, faces=_face_indices(faces, aligned),
+                         min_face=min_face, latents=_latents(latents), preview=preview, sweep=sweep_spec,
+                         quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
-    _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers))
+    _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers),
+         out=out)
 
 
 # ----------------------------------------------------------------------------- align

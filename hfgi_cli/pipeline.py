@@ -108,7 +108,7 @@ class Job:
     def report(self) -> dict[str, Any]:
         quality = None if self.quality is None else [{"face": k, **q.to_json()} for k, q in self.quality]
         return {
-            "input": str(self.item.path),
+            "input": self.item.source,
             "outputs": self.outputs,
             "faces": self.n_faces,
             "status": self.status,
@@ -119,7 +119,7 @@ class Job:
 
     def warnings(self) -> list[str]:
         """One line per face whose reconstruction does not pass for the same person."""
-        return [q.warning(str(self.item.path), k) for k, q in self.quality or [] if q.suspect]
+        return [q.warning(self.item.source, k) for k, q in self.quality or [] if q.suspect]
 
     def fail(self, message: str) -> None:
         self.status, self.error, self.work = "error", message, None
@@ -214,22 +214,42 @@ class Pipeline:
         none`` or ``codes`` does not count as done for ``full``); a sweep is done when its record
         (written after the grids) holds the same strengths and faces."""
         if self.opts.sweep is not None:
-            record = self.sweep_record_path(item)
             try:
-                return json.loads(record.read_text(encoding="utf-8")) == self._sweep_record()
+                with self.fetched(self.sweep_record_path(item)) as record:
+                    return json.loads(record.read_text(encoding="utf-8")) == self._sweep_record()
             except (OSError, ValueError):
                 return False
         planned = self.planned_outputs(item)
-        if not all(p.is_file() for p in planned):
+        if not all(self.is_file(p) for p in planned):
             return False
         if self.opts.latents == "none":
             return True
         if self._detects(item):  # one face's file stands for all (face numbers are known after detection)
             image = planned[0]
-            planned = sorted(image.parent.glob(glob.escape(image.stem) + "_*.pt"))[:1]
+            planned = self.matches(image.parent, glob.escape(image.stem) + "_*.pt")[:1]
             if not planned:
                 return False
-        return all(latent_fits(p, full=self.opts.latents == "full") for p in planned if p.suffix == ".pt")
+        return all(self._fits(p) for p in planned if p.suffix == ".pt")
+
+    def _fits(self, path: Path) -> bool:
+        try:
+            with self.fetched(path) as local:
+                return latent_fits(local, full=self.opts.latents == "full")
+        except OSError:
+            return False
+
+    # where ``is_done`` looks (a subclass looks elsewhere: ``ray.RemoteOutputs``, outputs on a pyarrow filesystem)
+    def is_file(self, path: Path) -> bool:
+        return path.is_file()
+
+    def matches(self, folder: Path, pattern: str) -> list[Path]:
+        """The files in ``folder`` whose names match ``pattern``, sorted."""
+        return sorted(folder.glob(pattern))
+
+    @contextlib.contextmanager
+    def fetched(self, path: Path) -> Iterator[Path]:
+        """An output, as a local file to read."""
+        yield path
 
     # ------------------------------------------------------------------ stage 1
     def read(self, job: Job) -> None:
@@ -323,7 +343,7 @@ class Pipeline:
         except InputError as exc:
             job.fail(str(exc))
         except Exception as exc:  # a bug or an odd file must not stop the other inputs
-            job.fail(f"{job.item.path}: {exc.__class__.__name__}: {exc}")
+            job.fail(f"{job.item.source}: {exc.__class__.__name__}: {exc}")
 
     def write_job(self, job: Job) -> None:
         """``Model.finish`` and ``write`` for a job whose faces went through the model; a failure is
@@ -333,7 +353,7 @@ class Pipeline:
             self.write(job, self.model.finish(job.work, self.slots, paste=self.paste, quality=self.quality))
             job.status = "ok"
         except Exception as exc:
-            job.fail(f"{job.item.path}: cannot write output ({exc})")
+            job.fail(f"{job.item.source}: cannot write output ({exc})")
         job.work = None
 
     # ------------------------------------------------------------------ driver
@@ -468,4 +488,4 @@ def model_failure(job: Job, exc: BaseException) -> str:
     """The one-line error of an input whose model batch failed (e.g. out of GPU memory)."""
     hint = "; try a smaller --batch-size" if "out of memory" in str(exc).lower() else ""
     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-    return f"{job.item.path}: model failed ({reason}){hint}"
+    return f"{job.item.source}: model failed ({reason}){hint}"

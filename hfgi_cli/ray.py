@@ -11,6 +11,11 @@ between the stages), so the files, their layout, the skip-if-done rule, the repo
 codes are the pipeline's. The CPU stages need the model's shape only (latent size, checkpoint
 name), not its weights: ``ModelShape.cpu_model`` is a ``Model`` without them.
 
+INPUT and OUT may be URIs (``s3://``, ``gs://``, ``file://``: ``remote``): ``prepare`` downloads each
+input to a temporary file for ``read_job`` (reports still name the URI) and looks for finished
+outputs in OUT itself; ``write`` runs ``write_job`` into a temporary folder, then uploads its files
+in the order they were written (latent files before the image that says the input is done).
+
 Faults: Ray restarts a killed actor and re-runs its batch, and re-runs a killed task; every output
 is written under a temporary name and renamed, so a killed write leaves no partial file under a real
 name (the temporaries it left are removed when the run ends).
@@ -28,12 +33,13 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import remote
 from .atomic import remove_stale_temps
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem
 from .pipeline import Job, Pipeline, RunOptions, RunSummary, model_failure
@@ -119,30 +125,122 @@ def _in_folder(folder: str | None) -> Iterator[None]:
         os.chdir(before)
 
 
-def prepare_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None) -> Batch:
+_URI_ROOT = Path("/hfgi-out-uri")
+"""``out_dir`` of a run whose OUT is a URI: a name only, never a folder (``RemoteOutputs`` maps it to OUT)."""
+
+
+class RemoteOutputs(Pipeline):
+    """A ``Pipeline`` whose skip-if-done looks for the outputs in a folder on a pyarrow filesystem
+    (``remote.Folder``): the planned files under ``options.out_dir`` are those under the folder."""
+
+    def __init__(self, model: Model, options: RunOptions, folder: remote.Folder) -> None:
+        super().__init__(model, options)
+        self.folder = folder
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.opts.out_dir).as_posix()
+
+    def is_file(self, path: Path) -> bool:
+        return self.folder.is_file(self._rel(path))
+
+    def matches(self, folder: Path, pattern: str) -> list[Path]:
+        return [folder / name for name in self.folder.names(self._rel(folder), pattern)]
+
+    @contextlib.contextmanager
+    def fetched(self, path: Path) -> Iterator[Path]:
+        with self.folder.fetched(self._rel(path)) as local:
+            yield local
+
+
+def _read_job(pipeline: Pipeline, job: Job) -> None:
+    """``pipeline.read_job``; an input named by a URI is read from a temporary copy (skipped first if
+    done), and its work, notes and error name the URI."""
+    item = job.item
+    if item.uri is None:
+        pipeline.read_job(job)
+        return
+    try:
+        if isinstance(pipeline, RemoteOutputs) and item.uri in {
+                pipeline.folder.uri_of(pipeline._rel(p)) for p in pipeline.planned_outputs(item)}:
+            raise InputError(f"{item.uri}: its output would overwrite it; choose another -o folder")
+        if not pipeline.opts.overwrite and pipeline.is_done(item):
+            job.status = "skipped"
+            return
+        with remote.downloaded(item.uri, item.path.suffix) as local:
+            copy = Job(InputItem(local, item.rel))
+            pipeline.read_job(copy)
+    except InputError as exc:
+        job.fail(str(exc))
+        return
+    except OSError as exc:
+        job.fail(f"{item.uri}: cannot be read ({exc})")
+        return
+
+    def named(text: str) -> str:
+        return text.replace(str(local), item.uri or "")
+
+    job.status, job.work, job.notes = copy.status, copy.work, [named(n) for n in copy.notes]
+    if copy.error is not None:
+        job.fail(named(copy.error))
+    if job.work is not None:
+        job.work.source = item.uri
+        job.work.notes = [named(n) for n in job.work.notes]
+        job.work.meta = {k: named(v) if isinstance(v, str) else v for k, v in job.work.meta.items()}
+        for face in job.work.faces:  # recorded in the latent files
+            if face.alignment is not None and face.alignment.source is not None:
+                face.alignment.source = named(face.alignment.source)
+
+
+def prepare_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None,
+                 out_uri: str | None = None) -> Batch:
     """CPU stage: ``Pipeline.read_job`` per row (``job``: a pickled ``pipeline.Job``); ``cwd``: the
-    folder relative paths start from."""
+    folder relative paths start from; ``out_uri``: OUT, when it is a URI."""
     jobs = _jobs(batch)
     with _in_folder(cwd):
-        pipeline = Pipeline(shape.cpu_model(), options)
+        model = shape.cpu_model()
+        pipeline = Pipeline(model, options) if out_uri is None else RemoteOutputs(model, options,
+                                                                                   remote.Folder(out_uri))
         for job in jobs:
             job.started = time.time()  # wall clock: the stages run in different processes
-            pipeline.read_job(job)
+            _read_job(pipeline, job)
             if job.work is not None:
                 job.n_faces = len(job.work.faces)
     return _rows(batch, jobs)
 
 
-def write_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None) -> Batch:
-    """CPU stage: ``Pipeline.write_job`` for the jobs the model finished (others pass through)."""
+def write_jobs(batch: Batch, *, shape: ModelShape, options: RunOptions, cwd: str | None = None,
+               out_uri: str | None = None) -> Batch:
+    """CPU stage: ``Pipeline.write_job`` for the jobs the model finished (others pass through); with
+    ``out_uri``, into a temporary folder, then uploaded."""
     jobs = _jobs(batch)
-    with _in_folder(cwd):
+    with _in_folder(cwd), tempfile.TemporaryDirectory(prefix="hfgi-out-") as staging:
+        if out_uri is not None:
+            options = replace(options, out_dir=Path(staging))
         pipeline = Pipeline(shape.cpu_model(), options)
+        folder = remote.Folder(out_uri) if out_uri is not None else None
         for job in jobs:
             if job.work is not None:
                 pipeline.write_job(job)
+                if folder is not None:
+                    _upload(job, Path(staging), folder)
             job.seconds = time.time() - job.started
     return _rows(batch, jobs)
+
+
+def _upload(job: Job, staging: Path, folder: remote.Folder) -> None:
+    """Upload a written job's files (in the order they were written), then remove them here."""
+    written, job.outputs = [Path(p) for p in job.outputs], []
+    try:
+        for path in written:
+            if job.status == "ok":
+                job.outputs.append(folder.upload(path, path.relative_to(staging).as_posix()))
+    except Exception as exc:
+        job.fail(f"{job.item.source}: cannot write output ({exc})")
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+    if job.error is not None:
+        job.error = job.error.replace(str(staging), folder.uri)
 
 
 class HFGIEdit:
@@ -327,18 +425,27 @@ def run_on_ray(
     address: str | None = None,
     workers: int | None = None,
     model_stage: type[HFGIEdit] = HFGIEdit,
+    out_uri: str | None = None,
 ) -> RunSummary:
     """``Pipeline(model, options).run(items, on_done)`` on a Ray cluster.
 
     ``model`` (loaded here, on the CPU) has checked the checkpoint and the edits; the actors load it
     again from ``model_args`` (``load_model``'s arguments, with the device and precision they run).
     ``on_done`` is called here, once per input, as the jobs finish. ``model_stage``: an ``HFGIEdit``
-    subclass to run instead (a test's that records its process, a custom model call).
+    subclass to run instead (a test's that records its process, a custom model call). ``out_uri``:
+    the output folder as a URI (``remote``), instead of ``options.out_dir``; OSError if pyarrow
+    cannot use it.
     """
     ray = import_ray()
     Pipeline(model, options)  # bad options fail before the cluster starts
     temps = set(IMAGE_EXTS | LATENT_EXTS | {".json"})
-    remove_stale_temps(options.out_dir, temps)
+    if out_uri is not None:
+        options = replace(options, out_dir=_URI_ROOT)
+        local_out = remote.Folder(out_uri).local_path()  # file://: an upload's temporaries may be left there
+    else:
+        local_out = options.out_dir
+    if local_out is not None:
+        remove_stale_temps(local_out, temps)
     jobs = [Job(item) for item in items]
     started = _connect(ray, address)
     interrupted = False
@@ -348,7 +455,7 @@ def run_on_ray(
     try:
         pools = plan_pools(ray.cluster_resources(), model_args.get("device") or "auto", workers,
                            model_args.get("batch_size"))
-        dataset = _dataset(ray, jobs, model, options, model_args, pools, model_stage)
+        dataset = _dataset(ray, jobs, model, options, model_args, pools, model_stage, out_uri)
         reported = set()
         try:
             for row in dataset.iter_rows():
@@ -360,7 +467,7 @@ def run_on_ray(
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
             for i, job in enumerate(jobs):
                 if i not in reported:
-                    job.fail(f"{job.item.path}: the Ray job failed ({reason})")
+                    job.fail(f"{job.item.source}: the Ray job failed ({reason})")
                     on_done(job)
     except KeyboardInterrupt:
         interrupted = True
@@ -368,7 +475,8 @@ def run_on_ray(
         data_logger.setLevel(level)
         if started:
             ray.shutdown()
-        remove_stale_temps(options.out_dir, temps)  # those of a killed worker whose batch was redone
+        if local_out is not None:
+            remove_stale_temps(local_out, temps)  # those of a killed worker whose batch was redone
     return RunSummary(jobs, interrupted=interrupted)
 
 
@@ -380,7 +488,7 @@ def _actor_memory(checkpoint: Path) -> int:
 
 
 def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model_args: dict[str, Any], pools: Pools,
-             model_stage: type[HFGIEdit]) -> Any:
+             model_stage: type[HFGIEdit], out_uri: str | None = None) -> Any:
     """items -> prepare tasks -> model actors -> write tasks, streamed."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
@@ -400,7 +508,7 @@ def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model
     rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]
     cpu_stage = dict(batch_size=1, batch_format="numpy", num_cpus=pools.cpus_per_task,
                      compute=TaskPoolStrategy(size=pools.cpu_tasks),
-                     fn_kwargs=dict(shape=shape, options=options, cwd=os.getcwd()))
+                     fn_kwargs=dict(shape=shape, options=options, cwd=os.getcwd(), out_uri=out_uri))
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 100_000)))
         .map_batches(prepare_jobs, **cpu_stage)

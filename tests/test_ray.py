@@ -133,6 +133,130 @@ def test_ray_rerun_skips_what_is_done_and_takes_file_uris(both_runs: dict, input
     assert {name: (out / name).stat().st_mtime_ns for name in files(out)} == before
 
 
+# ------------------------------------------------------------------------- URIs (pyarrow filesystems)
+def uri_reports(stdout: str, out_uri: str) -> dict[str, dict]:
+    """--json lines by input URI, output URIs relative to OUT's, timings dropped."""
+    by_input = {}
+    for line in stdout.splitlines():
+        record = json.loads(line)
+        assert all(p.startswith(out_uri + "/") for p in record["outputs"]), record
+        record["outputs"] = sorted(p.removeprefix(out_uri + "/") for p in record["outputs"])
+        del record["seconds"]
+        by_input[record["input"]] = record
+    return by_input
+
+
+@pytest.fixture(scope="module")
+def uri_run(ray_cluster: None, inputs: Path, small_ckpt: Path, small_directions: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """The Ray run with INPUT and OUT as file:// URIs: the object-store code path (pyarrow), on a local disk."""
+    out = tmp_path_factory.mktemp("ray_uri") / "out"
+    return out, run_cli(*edit_args(small_ckpt, small_directions, inputs.as_uri(), out.as_uri(), "--ray"))
+
+
+def test_uri_run_writes_what_the_single_machine_run_writes(both_runs: dict, uri_run: tuple, inputs: Path) -> None:
+    (local_out, local), (out, on_ray) = both_runs["local"], uri_run
+    assert on_ray.returncode == 1, on_ray.stderr  # the broken file
+    assert files(out) == files(local_out)
+    for name in files(local_out):
+        a, b = local_out / name, out / name
+        if name.endswith(".pt"):
+            ra, rb = torch.load(a), torch.load(b)
+            assert ra.keys() == rb.keys()
+            assert rb["source"] == ra["source"].replace(str(inputs), inputs.as_uri())  # the URI the input came from
+            rb["source"] = ra["source"]
+            if rb.get("alignment"):
+                assert rb["alignment"]["source"] == rb["source"].replace(str(inputs), inputs.as_uri())
+                rb["alignment"]["source"] = ra["alignment"]["source"]
+            for key in ra:
+                if isinstance(ra[key], torch.Tensor):
+                    assert torch.equal(ra[key], rb[key]), (name, key)
+                else:
+                    assert ra[key] == rb[key], (name, key)
+        else:
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), name
+    expected = {inputs.as_uri() + "/" + Path(k).name: {**r, "input": inputs.as_uri() + "/" + Path(k).name}
+                for k, r in reports(local.stdout, local_out).items()}
+    for record in expected.values():
+        record["error"] = record["error"] and record["error"].replace(str(inputs) + "/", inputs.as_uri() + "/")
+    assert uri_reports(on_ray.stdout, out.as_uri()) == expected
+    errors = [line for line in on_ray.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {inputs.as_uri()}/broken.jpg: not an image (unrecognised format)"]
+    assert on_ray.stderr.splitlines()[-1] == "3 done, 1 failed"
+    assert not [p for p in out.rglob(".*")]  # no temporaries left
+
+
+def test_uri_rerun_skips_what_is_done(uri_run: tuple, inputs: Path, small_ckpt: Path, small_directions: Path) -> None:
+    out = uri_run[0]
+    before = {name: (out / name).stat().st_mtime_ns for name in files(out)}
+    again = run_cli(*edit_args(small_ckpt, small_directions, inputs.as_uri(), out.as_uri(), "--ray"))
+    assert again.returncode == 1, again.stderr
+    status = {r["input"]: r["status"] for r in map(json.loads, again.stdout.splitlines())}
+    done = ("00044.jpg", "00051.jpg", "astronaut.png")
+    assert status == {f"{inputs.as_uri()}/{name}": "skipped" for name in done} | {
+        f"{inputs.as_uri()}/broken.jpg": "error"}
+    assert {name: (out / name).stat().st_mtime_ns for name in files(out)} == before
+
+
+def test_uri_inputs_are_laid_out_as_local_ones(tmp_path: Path) -> None:
+    """Listing under a URI: images and .pt files, recursively, sorted; a file
+    -> its name, a folder -> the path inside it (under its name when several are given)."""
+    from hfgi_cli import remote
+
+    for folder in ("a", "a/sub", "b"):
+        (tmp_path / folder).mkdir()
+    for name in ("a/x.jpg", "a/sub/y.PNG", "a/z.pt", "a/notes.txt", "a/.x.jpg.1234abcd.part", "b/x.jpg", "b/x.png"):
+        (tmp_path / name).write_bytes(b"")
+    kind, found = remote.list_uri((tmp_path / "a").as_uri(), frozenset({".jpg", ".png", ".pt"}))
+    assert kind == "folder" and [str(rel) for _, rel in found] == ["sub/y.PNG", "x.jpg", "z.pt"]
+    assert found[1][0] == (tmp_path / "a" / "x.jpg").as_uri()
+    assert remote.list_uri((tmp_path / "nothing").as_uri(), frozenset({".jpg"})) == ("missing", [])
+    for args in (["a"], ["a", "b"], ["a/x.jpg", "b/x.jpg", "b/x.png"], ["a", "b/x.jpg"]):
+        local, _ = collect_inputs([str(tmp_path / arg) for arg in args])
+        uris, problems = collect_inputs([(tmp_path / arg).as_uri() for arg in args], uris=True)
+        assert not problems
+        assert [i.rel for i in uris] == [i.rel for i in local], args
+        assert [i.uri for i in uris] == [i.path.as_uri() for i in local]
+        assert [i.source for i in uris] == [i.uri for i in uris] and [i.is_latent for i in uris] == [
+            i.is_latent for i in local]
+    items, problems = collect_inputs([(tmp_path / "a").as_uri()], exclude=(tmp_path / "a" / "sub").as_uri(),
+                                     uris=True)
+    assert [str(i.rel) for i in items] == ["x", "z"] and not problems
+    sub = tmp_path / "a" / "sub"
+    for arg, out in ((tmp_path / "a", sub.as_uri()), ((tmp_path / "a").as_uri(), sub)):
+        items, _ = collect_inputs([str(arg)], exclude=out, uris=True)  # OUT as a path or a file:// URI
+        assert [str(i.rel) for i in items] == ["x", "z"]
+    _, problems = collect_inputs([(tmp_path / "none").as_uri(), "nosuch://x/y"], uris=True)
+    assert [p.path for p in problems] == [(tmp_path / "none").as_uri(), "nosuch://x/y"]
+    assert problems[0].endswith("no such file or folder") and "cannot be read" in problems[1]
+
+
+def test_failed_upload_fails_its_input_alone(tmp_path: Path) -> None:
+    """The write stage uploads in the order the pipeline wrote; an upload that fails fails its input
+    (one message naming it), keeps what was uploaded before it listed, and leaves no staged file."""
+    from hfgi_cli import remote
+    from hfgi_cli.inputs import InputItem
+    from hfgi_cli.ray import _upload
+
+    class Flaky(remote.Folder):
+        def upload(self, local: Path, rel: str) -> str:
+            if rel.endswith(".jpg"):
+                raise OSError("bucket is read-only")
+            return super().upload(local, rel)
+
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    (staging / "sub").mkdir(parents=True)
+    written = [staging / "sub" / "x_0.pt", staging / "sub" / "x.jpg"]
+    for path in written:
+        path.write_bytes(b"data")
+    job = Job(InputItem(Path("bucket/in/sub/x.jpg"), Path("sub/x"), "s3://bucket/in/sub/x.jpg"), status="ok",
+              outputs=[str(p) for p in written])
+    _upload(job, staging, Flaky(out.as_uri()))
+    assert job.status == "error" and job.error == "s3://bucket/in/sub/x.jpg: cannot write output (bucket is read-only)"
+    assert job.outputs == [(out / "sub" / "x_0.pt").as_uri()] and (out / "sub" / "x_0.pt").read_bytes() == b"data"
+    assert files(out) == ["sub/x_0.pt"] and files(staging) == []
+
+
 class PidFileHFGIEdit(HFGIEdit):
     """The model stage, except that the first actor to get a batch writes its pid and waits there to
     be killed; the actor Ray starts in its place finds the file and works normally."""
@@ -236,8 +360,12 @@ def test_ray_usage_errors_exit_2(ray_cluster: None, small_ckpt: Path, tmp_path: 
     assert alone.returncode == 2 and "--ray-address and --workers go with --ray" in alone.stderr
     no_gpu = run_cli("invert", face, "-o", str(tmp_path), "--ray", "--device", "cuda", "--checkpoint", str(small_ckpt))
     assert no_gpu.returncode == 2 and "the Ray cluster has no GPU" in no_gpu.stderr
-    store = run_cli("invert", "s3://bucket/photos", "-o", str(tmp_path), "--ray", "--checkpoint", str(small_ckpt))
-    assert store.returncode == 2 and "only local paths and file:// URIs" in store.stderr
+    store = run_cli("invert", "s3://bucket/photos", "-o", str(tmp_path), "--checkpoint", str(small_ckpt))
+    assert store.returncode == 2 and store.stderr.strip() == (
+        "error: s3://bucket/photos: URIs (s3://, gs://, file://...) can be used with --ray only")
+    bad_out = run_cli("invert", face, "-o", "nosuch://bucket/out", "--ray", "--checkpoint", str(small_ckpt))
+    assert bad_out.returncode == 2 and bad_out.stderr.startswith("error: -o nosuch://bucket/out: ")
+    assert len(bad_out.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
 
 
