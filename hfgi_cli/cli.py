@@ -835,7 +835,7 @@ def eval_command(
     ),
     quiet: bool = QuietOpt,
 ) -> None:
-    from .evaluate import evaluate, failed_record, json_record, match_pairs
+    from .evaluate import evaluate, failed_record, is_video_pair, json_record, match_pairs
     from .inputs import InputError
     from .video.ffmpeg import VideoError
 
@@ -847,7 +847,7 @@ def eval_command(
         error(problem)
     if not matched.pairs:
         fail(f"no result in {results} matches an original in {originals}", code=1)
-    lpips = _lpips(download_lpips) if any(not _is_video_pair(a, b) for a, b in matched.pairs) else None
+    lpips = _lpips(download_lpips) if any(not is_video_pair(a, b) for a, b in matched.pairs) else None
     records, failed = [], 0
     with progress(quiet, TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("eval", total=len(matched.pairs))
@@ -900,12 +900,6 @@ def eval_command(
 def _shown(path: str, root: Path) -> str:
     """A path as the table shows it: inside the folder given, else its name."""
     return escape(str(Path(path).relative_to(root)) if root.is_dir() else Path(path).name)
-
-
-def _is_video_pair(original: Path, result: Path) -> bool:
-    from .evaluate import VIDEO_EXTS
-
-    return original.suffix.lower() in VIDEO_EXTS or result.suffix.lower() in VIDEO_EXTS
 
 
 # ----------------------------------------------------------------------------- weights

@@ -48,8 +48,9 @@ class Pairs:
     problems: list[str] = field(default_factory=list)
 
 
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTS
+def is_video_pair(original: Path, result: Path) -> bool:
+    """A pair of videos (by either file's extension), scored by ``evaluate_video``."""
+    return original.suffix.lower() in VIDEO_EXTS or result.suffix.lower() in VIDEO_EXTS
 
 
 def match_pairs(originals: list[str], results: list[str]) -> Pairs:
@@ -98,9 +99,7 @@ def _face_crops(original: Image.Image, result: Image.Image, aligned: bool) -> li
     from .detect import find_faces
 
     if aligned:
-        size = (FACE_SIZE, FACE_SIZE)
-        return [(np.asarray(original.resize(size, Image.Resampling.LANCZOS)),
-                 np.asarray(result.resize(size, Image.Resampling.LANCZOS)))]
+        return [(q.at_quality_size(original), q.at_quality_size(result))]
     crops = []
     for face in find_faces(original, FACE_SIZE).faces:
         other = align_quad(result, face.quad, FACE_SIZE, face.landmarks)
@@ -224,7 +223,7 @@ def evaluate_video(source: Path, edited: Path, on_frame: Callable[[int], None] |
 # ----------------------------------------------------------------------------- one entry point
 def evaluate(original: Path, result: Path, lpips: q.Lpips | None = None, aligned: bool = False) -> dict[str, Any]:
     """A pair of images or of videos (by the result's extension); errors name the file."""
-    if _is_video(original) or _is_video(result):
+    if is_video_pair(original, result):
         return evaluate_video(original, result)
     return evaluate_pair(original, result, lpips, aligned)
 

@@ -160,7 +160,6 @@ class Pipeline:
             self.slots = [None, *options.edits]  # the preview shows the inversion; quality measures it
         else:
             self.slots = list(self.outputs)
-        self.quality = options.quality
         self.paste: list[str] | bool = False if options.sweep is not None else [
             INVERSION if slot is None else slot.label for slot in self.slots if slot in self.outputs or options.preview
         ]
@@ -277,7 +276,7 @@ class Pipeline:
         if self.opts.sweep is not None:
             self._write_sweep(job, result)
             return
-        if self.quality:
+        if self.opts.quality:
             job.quality = [(face.index, face.quality) for face in result.faces if face.quality is not None]
         for slot in self.outputs:
             key = slot.label if slot is not None else INVERSION
@@ -350,7 +349,7 @@ class Pipeline:
         recorded on the job. Its work (images and codes) is released either way."""
         try:
             assert job.work is not None
-            self.write(job, self.model.finish(job.work, self.slots, paste=self.paste, quality=self.quality))
+            self.write(job, self.model.finish(job.work, self.slots, paste=self.paste, quality=self.opts.quality))
             job.status = "ok"
         except Exception as exc:
             job.fail(f"{job.item.source}: cannot write output ({exc})")
@@ -487,5 +486,9 @@ def _completed_jobs(batch: list[tuple[Job, FaceWork]]) -> list[Job]:
 def model_failure(job: Job, exc: BaseException) -> str:
     """The one-line error of an input whose model batch failed (e.g. out of GPU memory)."""
     hint = "; try a smaller --batch-size" if "out of memory" in str(exc).lower() else ""
-    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
-    return f"{job.item.source}: model failed ({reason}){hint}"
+    return f"{job.item.source}: model failed ({failure_reason(exc)}){hint}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An exception in a few words for a one-line error: its first line, else its class name."""
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__

@@ -187,7 +187,8 @@ class FaceQuality:
                 f"{IDENTITY_THRESHOLD}: the reconstruction may not look like this person, nor its edits")
 
 
-def _at_quality_size(image: Image.Image) -> np.ndarray:
+def at_quality_size(image: Image.Image) -> np.ndarray:
+    """An aligned face as the comparisons see it: RGB, ``QUALITY_SIZE`` px (Lanczos)."""
     rgb = image.convert("RGB")
     if rgb.size != (QUALITY_SIZE, QUALITY_SIZE):
         rgb = rgb.resize((QUALITY_SIZE, QUALITY_SIZE), Image.Resampling.LANCZOS)
@@ -197,7 +198,7 @@ def _at_quality_size(image: Image.Image) -> np.ndarray:
 def face_quality(aligned_input: Image.Image, reconstruction: Image.Image) -> FaceQuality:
     """Compare a face's aligned input with the model's reconstruction of it (any sizes; both are
     brought to 256 px)."""
-    original, recon = _at_quality_size(aligned_input), _at_quality_size(reconstruction)
+    original, recon = at_quality_size(aligned_input), at_quality_size(reconstruction)
     landmarks = crop_landmarks(original)
     return FaceQuality(identity_distance(original, recon, landmarks), psnr(original, recon), ssim(original, recon))
 

@@ -42,7 +42,7 @@ import numpy as np
 from . import remote
 from .atomic import remove_stale_temps
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem
-from .pipeline import Job, Pipeline, RunOptions, RunSummary, model_failure
+from .pipeline import Job, Pipeline, RunOptions, RunSummary, failure_reason, model_failure
 
 if TYPE_CHECKING:
     from .engine import Model
@@ -464,7 +464,7 @@ def run_on_ray(
                 reported.add(int(row["index"]))
                 on_done(job)
         except ray.exceptions.RayError as exc:  # beyond Ray's retries (a node lost for good): fail what is left
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+            reason = failure_reason(exc)
             for i, job in enumerate(jobs):
                 if i not in reported:
                     job.fail(f"{job.item.source}: the Ray job failed ({reason})")

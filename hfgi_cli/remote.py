@@ -16,13 +16,14 @@ import contextlib
 import fnmatch
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from .atomic import atomic_write
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _CHUNK = 1 << 20
@@ -145,23 +146,12 @@ class Folder:
         """Copy ``local`` to ``rel``; returns its URI. One output stream per object (an object
         appears whole or not at all); on a local disk a temporary name renamed into place."""
         target = self.path(rel)
-        if _is_local(self.fs):
-            parent = str(PurePosixPath(target).parent)
-            self.fs.create_dir(parent, recursive=True)
-            temp = f"{parent}/.{PurePosixPath(target).name}.{secrets.token_hex(4)}.part"  # atomic.is_our_temp's form
-            try:
-                self._copy(local, temp)
-                self.fs.move(temp, target)
-            finally:
-                with contextlib.suppress(OSError):
-                    self.fs.delete_file(temp)
+        if _is_local(self.fs):  # the pipeline's own atomic writer (and its temporaries' names)
+            atomic_write(Path(target), lambda tmp: shutil.copyfile(local, tmp))
         else:
-            self._copy(local, target)
+            with open(local, "rb") as source, self.fs.open_output_stream(target) as sink:
+                shutil.copyfileobj(source, sink, _CHUNK)
         return self.uri_of(rel)
-
-    def _copy(self, local: Path, target: str) -> None:
-        with open(local, "rb") as source, self.fs.open_output_stream(target) as sink:
-            shutil.copyfileobj(source, sink, _CHUNK)
 
     def local_path(self) -> Path | None:
         """The folder on this machine's disk (``file://``), else None."""

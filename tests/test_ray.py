@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,26 @@ def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def assert_same_outputs(expected: Path, out: Path, same_record: Callable[[dict, dict], None] | None = None) -> None:
+    """The same files under both folders: pixel-identical images and latent files with equal keys,
+    tensors and values; ``same_record(expected, got)`` checks and aligns what may differ first."""
+    assert files(out) == files(expected)
+    for name in files(expected):
+        a, b = expected / name, out / name
+        if name.endswith(".pt"):
+            ra, rb = torch.load(a), torch.load(b)
+            assert ra.keys() == rb.keys()
+            if same_record is not None:
+                same_record(ra, rb)
+            for key in ra:
+                if isinstance(ra[key], torch.Tensor):
+                    assert torch.equal(ra[key], rb[key]), (name, key)
+                else:
+                    assert ra[key] == rb[key], (name, key)
+        else:
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), name
+
+
 @pytest.fixture(scope="module")
 def both_runs(ray_cluster: None, inputs: Path, small_ckpt: Path, small_directions: Path,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
@@ -95,20 +115,8 @@ def both_runs(ray_cluster: None, inputs: Path, small_ckpt: Path, small_direction
 def test_ray_run_equals_the_single_machine_run(both_runs: dict) -> None:
     (local_out, local), (ray_out, on_ray) = both_runs["local"], both_runs["ray"]
     assert local.returncode == on_ray.returncode == 1  # the broken file
-    assert files(local_out) == files(ray_out)
     assert "astronaut_smile+2.png" in files(ray_out) and "00044_smile+2_0.pt" in files(ray_out)
-    for name in files(local_out):
-        a, b = local_out / name, ray_out / name
-        if name.endswith(".pt"):
-            ra, rb = torch.load(a), torch.load(b)
-            assert ra.keys() == rb.keys()
-            for key in ra:
-                if isinstance(ra[key], torch.Tensor):
-                    assert torch.equal(ra[key], rb[key]), (name, key)
-                else:
-                    assert ra[key] == rb[key], (name, key)
-        else:
-            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), name
+    assert_same_outputs(local_out, ray_out)
     assert reports(local.stdout, local_out) == reports(on_ray.stdout, ray_out)
     assert all(r["quality"] for r in reports(on_ray.stdout, ray_out).values() if r["status"] == "ok")
 
@@ -157,24 +165,15 @@ def uri_run(ray_cluster: None, inputs: Path, small_ckpt: Path, small_directions:
 def test_uri_run_writes_what_the_single_machine_run_writes(both_runs: dict, uri_run: tuple, inputs: Path) -> None:
     (local_out, local), (out, on_ray) = both_runs["local"], uri_run
     assert on_ray.returncode == 1, on_ray.stderr  # the broken file
-    assert files(out) == files(local_out)
-    for name in files(local_out):
-        a, b = local_out / name, out / name
-        if name.endswith(".pt"):
-            ra, rb = torch.load(a), torch.load(b)
-            assert ra.keys() == rb.keys()
-            assert rb["source"] == ra["source"].replace(str(inputs), inputs.as_uri())  # the URI the input came from
-            rb["source"] = ra["source"]
-            if rb.get("alignment"):
-                assert rb["alignment"]["source"] == rb["source"].replace(str(inputs), inputs.as_uri())
-                rb["alignment"]["source"] = ra["alignment"]["source"]
-            for key in ra:
-                if isinstance(ra[key], torch.Tensor):
-                    assert torch.equal(ra[key], rb[key]), (name, key)
-                else:
-                    assert ra[key] == rb[key], (name, key)
-        else:
-            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), name
+
+    def named_by_uri(ra: dict, rb: dict) -> None:
+        assert rb["source"] == ra["source"].replace(str(inputs), inputs.as_uri())  # the URI the input came from
+        rb["source"] = ra["source"]
+        if rb.get("alignment"):
+            assert rb["alignment"]["source"] == rb["source"].replace(str(inputs), inputs.as_uri())
+            rb["alignment"]["source"] = ra["alignment"]["source"]
+
+    assert_same_outputs(local_out, out, named_by_uri)
     expected = {inputs.as_uri() + "/" + Path(k).name: {**r, "input": inputs.as_uri() + "/" + Path(k).name}
                 for k, r in reports(local.stdout, local_out).items()}
     for record in expected.values():
