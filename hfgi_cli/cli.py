@@ -141,7 +141,12 @@ BatchOpt = typer.Option(
     help="Faces per model batch (default: 8 on a GPU; 1 on a CPU, where batching brings nothing).",
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
-PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact) | fp16 | bf16 (autocast; fp16 needs a GPU).")
+PrecisionOpt = typer.Option(
+    "auto", "--precision",
+    help="auto | fp32 | fp16 | bf16. fp32 is the exact published model; fp16 (GPU) and bf16 autocast the "
+    "convolutions. auto: fp16 on a CUDA GPU, bf16 on a CPU that computes it natively (AMX-BF16 or "
+    "AVX512-BF16: ~2x fp32, within a few uint8 levels), else fp32. The choice is in the .pt files and --json.",
+)
 AlignedOpt = typer.Option(
     False, "--aligned/--detect",
     help="--aligned: inputs are FFHQ-aligned face crops, used as they are (crop in, crop out). "
@@ -302,7 +307,8 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
         error(problem)
         if as_json:
             write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
-                                     "error": str(problem), "seconds": 0.0, "quality": None}) + "\n")
+                                     "error": str(problem), "seconds": 0.0, "quality": None,
+                                     "precision": None}) + "\n")
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 

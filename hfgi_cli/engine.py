@@ -40,13 +40,13 @@ from .inputs import InputError
 from .latents import read_latent
 from .models.hfgi import ENCODER_INPUT_SIZE, HFGI
 from .models.stylegan2 import Form
+from .precision import PRECISIONS, resolve_precision
 from .quality import FaceQuality, face_quality
 
 FFHQ_SIZE = 1024
 """Faces are aligned as FFHQ was made (at 1024 px), then resized to the encoder's 256 px."""
 INVERSION = "inversion"
 """The label of the unedited reconstruction in ``Result.images`` and ``Face.crops``."""
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 Slot = Union[EditSpec, Sequence[EditSpec], None]
 """One output of ``Model.forward``: an edit for every face, one edit per face (the same edit at
@@ -70,10 +70,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and in what precision the model runs; ``session`` applies it to a block of model calls."""
+    """Where and in what precision the model runs; ``session`` applies it to a block of model calls.
+    ``reason`` says why this precision (``precision.resolve_precision``), for reports."""
 
     device: torch.device
     precision: str = "fp32"
+    reason: str = "asked for (exact)"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -132,6 +134,8 @@ class FaceWork:
     """The distortion map [3, 256, 256], float32 on the CPU."""
     outputs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     """Per slot of ``forward``: (image [3, H, W] in [-1, 1], W+ codes that made it), on the CPU."""
+    precision: str | None = None
+    """The precision the model stage ran in for this face (recorded in latent files and reports)."""
 
 
 @dataclass
@@ -166,6 +170,8 @@ class Face:
     quality: FaceQuality | None = None
     """How faithful the inversion is to ``input`` (identity distance, PSNR, SSIM); None when the
     inversion was not decoded or there is no input (a latent file)."""
+    precision: str | None = None
+    """The precision the model ran in for this face: fp32 (exact), fp16 or bf16."""
 
     @property
     def quad(self) -> np.ndarray | None:
@@ -332,6 +338,7 @@ class Model:
         latent, distortion = enc["latent"].float().cpu(), enc["distortion"].float().cpu()
         for i, face in enumerate(todo):  # own copies: a row of the batch would keep (and save) all of it
             face.latent, face.distortion, face.crop = latent[i].clone(), distortion[i].clone(), None
+            face.precision = self.runtime.precision
         return enc["low_res"] if len(todo) == len(faces) else None
 
     def decode_faces(
@@ -348,6 +355,7 @@ class Model:
                 images, codes = images.float().cpu(), codes.float().cpu()
                 for i, face in enumerate(faces):
                     face.outputs.append((images[i].clone(), codes[i].clone()))
+                    face.precision = self.runtime.precision
 
     def forward(self, faces: Sequence[FaceWork], slots: Sequence[Slot]) -> None:
         """The model stage for a batch of faces (from any number of inputs): one encoding per
@@ -375,7 +383,7 @@ class Model:
             if quality and INVERSION in crops and face.picture is not None:
                 measured = face_quality(face.picture, crops[INVERSION])
             faces.append(Face(face.index, face.latent, face.distortion, face.alignment, face.picture, crops, codes,
-                              measured))
+                              measured, face.precision))
         images: dict[str, Image.Image] = {}
         for label in labels:
             if paste is not True and (paste is False or label not in paste):
@@ -442,21 +450,32 @@ def load_model(
     checkpoint: str | os.PathLike[str] | None = None,
     *,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     directions: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     form: Form | None = None,
+    resident: bool = True,
 ) -> Model:
     """Load an HFGI checkpoint (a path, else the published one in the weights folder).
 
-    ``device`` auto | cpu | cuda | cuda:N | mps; ``precision`` fp32 (exact) | fp16 | bf16;
+    ``device`` auto | cpu | cuda | cuda:N | mps; ``precision`` auto | fp32 (exact) | fp16 | bf16,
+    auto being the fastest one whose drift is bounded on this kind of device (``precision``);
     ``directions`` the folder of edit directions (default: the weights folder); ``form`` how the
     generator computes (default: the device's fastest, see ``models.stylegan2.Form``).
+
+    The checkpoint is memory-mapped, so the model is ready at once; on a CPU ``resident`` (the
+    default) then copies its weights into process memory in a background thread while the first
+    inputs are prepared and run (``HFGI.make_resident``: mapped pages can be reclaimed between
+    passes, which made passes up to 3x slower on a busy machine). ``resident=False`` keeps the
+    mapping: the least memory, shared by processes that load the same file.
     """
     from .weights import resolve_checkpoint
 
-    runtime = Runtime(pick_device(device), precision)
+    where = pick_device(device)
+    runtime = Runtime(where, *resolve_precision(precision, where.type))
     path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
     net = HFGI.from_checkpoint(path, device=runtime.device, form=form)
+    if resident and runtime.device.type == "cpu":  # elsewhere .to(device) made a copy already
+        threading.Thread(target=net.make_resident, name="hfgi-resident-weights", daemon=True).start()
     return Model(net, runtime, directions=directions, weights_dir=weights_dir, batch_size=batch_size)

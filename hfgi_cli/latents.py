@@ -10,6 +10,7 @@ A ``torch.save`` dict of tensors and plain values (loads with ``weights_only=Tru
 - for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``);
 - when the run measured it: ``quality`` (``FaceQuality.to_json``: the inversion's identity
   distance, PSNR and SSIM against the aligned input).
+- ``precision``: what the model ran in (fp32, the exact published model; fp16; bf16).
 
 Giving such a file as an input re-runs any edit from its codes (``Model.edit_latents``).
 """
@@ -39,6 +40,7 @@ def make_record(
     face: int | None = None,
     alignment: dict[str, Any] | None = None,
     quality: dict[str, Any] | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """One face's latent record (see the module docstring); ``source`` holds ``source`` and, for
     an input that was itself a latent file, ``from_latent``. ``distortion`` None: codes only."""
@@ -58,6 +60,8 @@ def make_record(
         record["face"] = face
     if quality is not None:
         record["quality"] = quality
+    if precision is not None:
+        record["precision"] = precision
     return record
 
 

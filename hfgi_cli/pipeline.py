@@ -104,6 +104,7 @@ class Job:
     n_faces: int = 0
     pending_faces: int = 0
     quality: list[tuple[int, FaceQuality]] | None = None  # (face index, its inversion's quality) when measured
+    precision: str | None = None  # what the model ran in: fp32 (exact), fp16, bf16
 
     def report(self) -> dict[str, Any]:
         quality = None if self.quality is None else [{"face": k, **q.to_json()} for k, q in self.quality]
@@ -115,6 +116,7 @@ class Job:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "quality": quality,
+            "precision": self.precision,
         }
 
     def warnings(self) -> list[str]:
@@ -273,6 +275,7 @@ class Pipeline:
         """Save every output of a finished job atomically: per edit the faces' latent files (and
         crops), then the image; then the preview. With --sweep, the grids only."""
         item = job.item
+        job.precision = next((face.precision for face in result.faces if face.precision), None)
         if self.opts.sweep is not None:
             self._write_sweep(job, result)
             return
@@ -309,7 +312,8 @@ class Pipeline:
         distortion = face.distortion if self.opts.latents == "full" else None
         return make_record(face.codes[key], face.latent, distortion, edit=slot.label if slot is not None else None,
                            checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
-                           alignment=alignment, quality=face.quality.to_json() if face.quality else None)
+                           alignment=alignment, quality=face.quality.to_json() if face.quality else None,
+                           precision=face.precision)
 
     def _preview(self, result: Result) -> Image.Image:
         """Original (faces boxed and numbered), inversion, then each edit."""

@@ -262,7 +262,7 @@ class HFGIEdit:
         edits: Any = None,
         *,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         directions: str | os.PathLike[str] | None = None,
         weights_dir: str | os.PathLike[str] | None = None,
         batch_size: int | None = None,
@@ -502,7 +502,7 @@ def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model
     actor_args = dict(
         checkpoint=str(resolve_checkpoint(Path(checkpoint) if checkpoint else None,
                                           Path(weights_dir) if weights_dir else None).resolve()),
-        device=pools.device, precision=model_args.get("precision") or "fp32",
+        device=pools.device, precision=model_args.get("precision") or "auto",
         directions=shape.directions, weights_dir=shape.weights_dir, batch_size=pools.batch_size, options=options,
     )
     rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]

@@ -52,6 +52,7 @@ def test_output_folder_inside_input_folder_is_not_rescanned(small_ckpt: Path, tm
     ("args", "message"),
     [
         (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
+        (["--precision", "fp64"], "--precision must be auto, fp32, fp16 or bf16"),
         (["--device", "gpu"], "--device must be"),
         (["-a", "smile", "-s", "1", "-a", "smile", "-s", "1"], "asked for twice"),
         (["-a", "smil", "-s", "1"], "unknown attribute 'smil'"),

@@ -1,5 +1,8 @@
 """Parity with the published implementation: the CLI reproduces ../shared/reference/parity/.
 
+Run in fp32, named explicitly: the exact reproduction (``--precision auto`` may pick bf16 or fp16,
+whose drift tests/test_precision.py bounds).
+
 The expected files were produced by the authors' code from `make_checkpoint.py --seed 0`.
 Tolerance (README of the reference): latents within 1e-4, images within one uint8 level on at
 least 99.9% of pixels.
@@ -38,11 +41,11 @@ def parity_runs(seed0_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("parity")
     inputs = str(PARITY / "inputs")
     inv = run_cli("invert", inputs, "-o", str(out / "inversion"), "--checkpoint", str(seed0_ckpt),
-                  "--aligned", "--batch-size", "3", "--quiet")
+                  "--aligned", "--batch-size", "3", "--precision", "fp32", "--quiet")
     assert inv.returncode == 0, inv.stderr
     edit = run_cli("edit", inputs, "-o", str(out / "edits"), "--checkpoint", str(seed0_ckpt), "--aligned",
                    "--directions", str(DIRECTIONS), "--attr", "smile", "--strength", "2",
-                   "--attr", "lip", "--strength", "1", "--batch-size", "2", "--quiet")
+                   "--attr", "lip", "--strength", "1", "--batch-size", "2", "--precision", "fp32", "--quiet")
     assert edit.returncode == 0, edit.stderr
     return out
 

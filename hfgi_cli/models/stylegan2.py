@@ -68,11 +68,24 @@ PUBLISHED_FORM = Form("grouped", False, "ref", "ref")
 """The published code's sequence of ops (rosinality's plain-PyTorch upfirdn2d on a CPU), for baselines."""
 
 
-def make_kernel(taps: Sequence[float]) -> torch.Tensor:
-    k = torch.tensor(taps, dtype=torch.float32)
+def make_kernel(taps: Sequence[float], gain: float = 1.0) -> torch.Tensor:
+    """The normalised 2-D FIR kernel (outer product of the taps) times ``gain``, computed on the
+    CPU and then put on the current default device: on the meta device (models built for
+    loading) arithmetic runs Python meta kernels that import torch._dynamo (~1.5 s of start-up)."""
+    k = torch.tensor(taps, dtype=torch.float32, device="cpu")
     if k.ndim == 1:
         k = k[None, :] * k[:, None]
-    return k / k.sum()
+    return (k / k.sum() * gain).to(torch.empty(0).device)
+
+
+def randn_param(*shape: int, divisor: float = 1.0) -> torch.Tensor:
+    """Standard-normal initial values (``torch.randn(shape) / divisor``, the same random stream);
+    on the meta device only the shape (its ``normal_`` imports torch._dynamo, ~1.5 s)."""
+    value = torch.empty(*shape)
+    if value.is_meta:
+        return value
+    value.normal_()
+    return value.div_(divisor) if divisor != 1.0 else value
 
 
 def stylegan_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
@@ -104,7 +117,7 @@ class EqualLinear(nn.Module):
         self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activation: bool = False
     ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.weight = nn.Parameter(randn_param(out_dim, in_dim, divisor=lr_mul))
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
         self.scale = lr_mul / math.sqrt(in_dim)
         self.lr_mul = lr_mul
@@ -121,7 +134,7 @@ class EqualConv2d(nn.Module):
         self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True
     ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.weight = nn.Parameter(randn_param(out_ch, in_ch, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = 1.0 / math.sqrt(in_ch * kernel_size**2)
         self.stride = stride
@@ -143,7 +156,7 @@ class ScaledLeakyReLU(nn.Module):
 class Blur(nn.Module):
     def __init__(self, pad: tuple[int, int], upsample_factor: int = 1) -> None:
         super().__init__()
-        self.register_buffer("kernel", make_kernel(BLUR_KERNEL) * upsample_factor**2)
+        self.register_buffer("kernel", make_kernel(BLUR_KERNEL, upsample_factor**2))
         self.pad = pad
 
     def forward(self, x: torch.Tensor, impl: str = "depthwise") -> torch.Tensor:
@@ -154,7 +167,7 @@ class Upsample(nn.Module):
     def __init__(self, factor: int = 2) -> None:
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", make_kernel(BLUR_KERNEL) * factor**2)
+        self.register_buffer("kernel", make_kernel(BLUR_KERNEL, factor**2))
         p = len(BLUR_KERNEL) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
@@ -182,7 +195,7 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
         self.scale = 1.0 / math.sqrt(in_ch * kernel_size**2)
         self.padding = kernel_size // 2
-        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
+        self.weight = nn.Parameter(randn_param(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, form: Form = Form()) -> torch.Tensor:
@@ -242,10 +255,12 @@ class ModulatedConv2d(nn.Module):
                     part = part.as_strided(part.shape, (h * w * c, 1, w * c, c))
                 parts.append(part)
             return torch.cat(parts)  # so that cat keeps NHWC
-        weight = (self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)).to(x.dtype)
+        # modulation and demodulation in fp32 (as the styles), one cast to the activations' dtype
+        weight = self.scale * self.weight * style.view(batch, 1, in_ch, 1, 1)
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
             weight = weight * demod.view(batch, self.out_ch, 1, 1, 1)
+        weight = weight.to(x.dtype)
         k = self.kernel_size
         x = x.reshape(1, batch * in_ch, height, width)
         if self.upsample:
@@ -308,16 +323,19 @@ class ToRGB(nn.Module):
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None, form: Form = Form()
     ) -> torch.Tensor:
-        out = self.conv(x, style, form) + self.bias.to(x.dtype)
+        # the RGB image is summed over all resolutions: kept in fp32 under autocast (3 channels,
+        # ~1 % of a pass; in bf16 the running sum drifts by a level or more)
+        out = self.conv(x, style, form).float() + self.bias
         if skip is not None:
-            out = out + self.upsample(skip, form.upfirdn2d)
+            with torch.autocast(device_type=skip.device.type, enabled=False):
+                out = out + self.upsample(skip, form.upfirdn2d)
         return out
 
 
 class ConstantInput(nn.Module):
     def __init__(self, channels: int, size: int = 4) -> None:
         super().__init__()
-        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+        self.input = nn.Parameter(randn_param(1, channels, size, size))
 
     def forward(self, batch: int) -> torch.Tensor:
         return self.input.expand(batch, -1, -1, -1)
@@ -362,7 +380,7 @@ class Generator(nn.Module):
         self.noises = nn.Module()
         for layer_idx in range(self.num_layers):
             res = 2 ** ((layer_idx + 5) // 2)
-            self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, res, res))
+            self.noises.register_buffer(f"noise_{layer_idx}", randn_param(1, 1, res, res))
         in_ch = self.channels[4]
         for i in range(3, self.log_size + 1):
             out_ch = self.channels[2**i]

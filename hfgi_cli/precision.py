@@ -1,0 +1,71 @@
+"""Which precision the model runs in: ``auto`` picks the fastest one whose drift from fp32 is
+bounded by a test on that kind of device.
+
+- CUDA GPU: fp16 (measured on an H100: within 0.4 uint8 levels of fp32).
+- CPU that computes bf16 natively (x86 AMX-BF16 or AVX512-BF16, read from the CPU's own flags):
+  bf16 (``tests/test_precision.py`` bounds its drift; ~2x faster than fp32 on a Xeon with AMX).
+- Any other CPU, Apple MPS: fp32. Without native bf16 instructions PyTorch emulates it with
+  conversions around fp32 maths, which is slower than fp32 itself.
+
+``fp32`` is always the exact reproduction of the published model.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+CHOICES = ("auto", *PRECISIONS)
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU features that compute bf16 dot products in hardware (Sapphire Rapids and later Xeons,
+Zen 4 and later EPYC/Ryzen, Cooper Lake)."""
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The native-bf16 features this CPU reports (empty when none, or when it cannot tell).
+
+    PyTorch's own query (``torch.cpu.get_capabilities``, cpuinfo: any OS) where this PyTorch has
+    it, else the kernel's flags in /proc/cpuinfo (Linux). Only x86 flags count: bf16 on ARM CPUs
+    is not measured here, so those keep fp32."""
+    import torch
+
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is not None:
+        caps: Any = get_capabilities()
+        return tuple(flag for flag in NATIVE_BF16_FLAGS if caps.get(flag) is True)
+    return tuple(flag for flag in NATIVE_BF16_FLAGS if flag in kernel_cpu_flags())
+
+
+def kernel_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's ``flags`` line of /proc/cpuinfo (Linux x86); empty elsewhere."""
+    if platform.system() != "Linux" or not cpuinfo.is_file():
+        return set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def auto_precision(device_type: str) -> tuple[str, str]:
+    """(precision, why) for ``--precision auto`` on a device of this type."""
+    if device_type == "cuda":
+        return "fp16", "auto: fp16 on a CUDA GPU"
+    if device_type == "cpu":
+        flags = cpu_bf16_flags()
+        if flags:
+            return "bf16", f"auto: bf16, the CPU computes it natively ({', '.join(flags)})"
+        return "fp32", "auto: fp32, the CPU has no native bf16 (no AMX-BF16 or AVX512-BF16)"
+    return "fp32", f"auto: fp32 on {device_type}"
+
+
+def resolve_precision(requested: str, device_type: str) -> tuple[str, str]:
+    """(precision, why): ``auto`` resolved for the device, an explicit precision as asked."""
+    if requested not in CHOICES:
+        raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {requested!r}")
+    if requested == "auto":
+        return auto_precision(device_type)
+    return requested, "asked for" + (" (exact)" if requested == "fp32" else "")
