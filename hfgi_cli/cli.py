@@ -39,6 +39,12 @@ def _root(
     ),
 ) -> None:
     """Edit faces in photos and videos with HFGI (High-Fidelity GAN Inversion, CVPR 2022)."""
+    # here, not in main: `hfgi --help` never gets here, and needs neither PIL nor numpy
+    from PIL import Image
+
+    from .images import MAX_IMAGE_PIXELS
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 def main() -> None:
@@ -49,14 +55,9 @@ def main() -> None:
       pages the page faults cost as much as the arithmetic. Read at torch's first allocation, so
       it is set before torch is imported.
     - PIL's decompression-bomb limit raised to ``images.MAX_IMAGE_PIXELS`` (~16k x 16k), which
-      ``images.open_image`` enforces itself with a clear message.
+      ``images.open_image`` enforces itself with a clear message (in ``_root``, before any command).
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    from PIL import Image
-
-    from .images import MAX_IMAGE_PIXELS
-
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         app()
     except KeyboardInterrupt:

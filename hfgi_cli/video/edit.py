@@ -270,7 +270,7 @@ def edit_video(
         edit = {"attr": opts.edit.attr, "direction_file": opts.edit.direction_file, "strength": opts.edit.strength,
                 "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
         # the codes before the video: an existing OUT.mp4 always has its latents
-        store.commit(src, model.checkpoint, opts.smooth_window, edit)
+        store.commit(src, model.checkpoint, opts.smooth_window, edit, model.runtime.precision)
         out.commit()
     frames = store.frames
     return VideoResult(output, store.pt_path, len(frames), sum(f.found for f in frames),

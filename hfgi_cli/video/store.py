@@ -5,7 +5,7 @@ streamed to disk as frames are encoded; ``np.load(..., mmap_mode="r")`` reads it
 (``hfgi-video/1``, written at the end) holds the rest per frame: W+ before editing, the smoothed
 and the raw crop squares, smoothed landmarks, face found / detected, shot number, the row of the
 distortion map (with --quality: ``quality_identity_distance``, ``quality_psnr``, ``quality_ssim``,
-NaN where not measured); and the source path, frame rate, size and checkpoint name. Its W+ table is the
+NaN where not measured); and the source path, frame rate, size, checkpoint name and precision. Its W+ table is the
 one thing that grows with the clip's length (n_latent x 512 float32 = 36 KB a frame for the
 published model). Giving ``OUT.pt`` as the input re-runs any edit from these codes.
 """
@@ -121,7 +121,8 @@ class VideoStore:
         frame.latent, frame.distortion_row = latent, self.npy.rows
         self.npy.append(distortion16)
 
-    def commit(self, src: VideoSource, checkpoint: str, smooth_window: int, edit: dict[str, Any]) -> None:
+    def commit(self, src: VideoSource, checkpoint: str, smooth_window: int, edit: dict[str, Any],
+               precision: str | None = None) -> None:
         """Write OUT.pt, then rename the distortion maps and the codes into place (before the video,
         so an existing OUT.mp4 always has its latents)."""
         self.npy.close()
@@ -134,6 +135,7 @@ class VideoStore:
             "size": list(src.size),
             "n_frames": len(frames),
             "checkpoint": checkpoint,
+            "precision": precision,
             "n_latent": self.n_latent,
             "style_dim": self.style_dim,
             "latent": torch.stack([f.latent if f.latent is not None else zero for f in frames])
