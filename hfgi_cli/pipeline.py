@@ -45,7 +45,7 @@ from PIL import Image
 
 from . import previews
 from .atomic import remove_stale_temps, write_bytes
-from .edits import EditSpec
+from .edits import EditSpec, Output, describe
 from .engine import INVERSION, Face, FaceWork, Model, Result, Work
 from .images import save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
@@ -65,16 +65,17 @@ class Sweep:
 
     attr: str
     strengths: tuple[float, ...]
+    detail: float = 1.0
 
     @property
     def specs(self) -> list[EditSpec]:
-        return [EditSpec(self.attr, s) for s in self.strengths]
+        return [EditSpec(self.attr, s, detail=self.detail) for s in self.strengths]
 
 
 @dataclass
 class RunOptions:
     out_dir: Path
-    edits: list[EditSpec]  # empty: plain inversion
+    edits: list[Output]  # empty: plain inversion
     aligned: bool = False
     overwrite: bool = False
     save_crops: bool = False
@@ -152,10 +153,10 @@ class Pipeline:
         model.edit_specs(options.sweep.specs if options.sweep else options.edits)  # bad edits fail before any input
         self.model = model
         self.opts = options
-        self.outputs: list[EditSpec | None] = list(options.edits) or [None]
+        self.outputs: list[Output | None] = list(options.edits) or [None]
         """The edits whose photos (and latent files) are written, in order."""
         if options.sweep is not None:
-            self.slots: list[EditSpec | None] = list(options.sweep.specs)
+            self.slots: list[Output | None] = list(options.sweep.specs)
         elif (options.preview or options.quality) and options.edits:
             self.slots = [None, *options.edits]  # the preview shows the inversion; quality measures it
         else:
@@ -173,7 +174,7 @@ class Pipeline:
     def _stem(self, item: InputItem, suffix: str) -> Path:
         return self.opts.out_dir / item.rel.parent / (item.rel.name + suffix)
 
-    def image_path(self, item: InputItem, slot: EditSpec | None) -> Path:
+    def image_path(self, item: InputItem, slot: Output | None) -> Path:
         stem = self._stem(item, f"_{slot.label}" if slot is not None else "")
         return stem.with_name(stem.name + (item.path.suffix.lower() if self._detects(item) else ".png"))
 
@@ -304,11 +305,12 @@ class Pipeline:
             save_image(self._preview(result), path, quality=88)
             job.outputs.append(str(path))
 
-    def _record(self, result: Result, face: Face, key: str, slot: EditSpec | None) -> dict[str, Any]:
+    def _record(self, result: Result, face: Face, key: str, slot: Output | None) -> dict[str, Any]:
         alignment = face.alignment.to_json() if face.alignment is not None else None
         distortion = face.distortion if self.opts.latents == "full" else None
         return make_record(face.codes[key], face.latent, distortion, edit=slot.label if slot is not None else None,
-                           checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
+                           edit_spec=describe(slot) if slot is not None else None, checkpoint=self.model.checkpoint,
+                           source=result.meta, face=face.index,
                            alignment=alignment, quality=face.quality.to_json() if face.quality else None)
 
     def _preview(self, result: Result) -> Image.Image:

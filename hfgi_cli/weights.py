@@ -210,17 +210,17 @@ def resolve_checkpoint(checkpoint: Path | None = None, weights_dir: Path | None 
 
 
 def _direction_entries(needed: Iterable[str]) -> list[str]:
-    """Manifest names for attribute names (age, smile, eyes, ...) or manifest names; others are ignored."""
-    from .edits import GANSPACE, INTERFACEGAN  # local: edits is only needed for this mapping
+    """Manifest names for the files of catalogue edits (age, bald, eyeglasses...) or manifest names;
+    others are ignored."""
+    from .edits.catalog import CATALOG  # local: the catalogue is only needed for this mapping
 
-    known = set(load_manifest().names)
+    manifest = load_manifest()
+    by_path = {e.path: e.name for e in manifest.files}
     names: list[str] = []
     for item in needed:
-        name = (
-            f"interfacegan_{item}" if item in INTERFACEGAN else "ganspace_ffhq" if item in GANSPACE else item
-        )
-        if name in known and name not in names:
-            names.append(name)
+        found = [by_path[f] for f in CATALOG[item].files if f in by_path] if item in CATALOG else (
+            [item] if item in by_path.values() else [])
+        names += [n for n in found if n not in names]
     return names
 
 

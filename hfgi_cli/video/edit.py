@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from ..align import MIN_QSIZE, AlignedFace, align_quad
-from ..edits import EditSpec
+from ..edits import Output, describe
 from ..engine import FaceWork, Model, Slot, Work, slot_label
 from ..images import Photo, image_to_tensor
 from ..models.hfgi import ENCODER_INPUT_SIZE
@@ -57,7 +57,7 @@ ProgressCallback = Callable[[int, Optional[int]], None]
 
 @dataclass
 class VideoOptions:
-    edit: EditSpec
+    edit: Output
     """The edit; its strength applies to every frame unless ``ramp`` is given."""
     ramp: tuple[float, float] | None = None
     """Strength from A on the first frame to B on the last."""
@@ -267,8 +267,7 @@ def edit_video(
         _write(out, editor.flush(), src.n_frames, on_progress, stop)
         audio = src.kind == "video" and src.has_audio
         _finish(out, src.path if audio else None, stop)
-        edit = {"attr": opts.edit.attr, "direction_file": opts.edit.direction_file, "strength": opts.edit.strength,
-                "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
+        edit = {**describe(opts.edit), "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
         # the codes before the video: an existing OUT.mp4 always has its latents
         store.commit(src, model.checkpoint, opts.smooth_window, edit)
         out.commit()
