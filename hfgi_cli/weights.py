@@ -300,6 +300,7 @@ def resolve_directions_dir(
     exist): the edit step then reports a missing file itself.
     """
     manifest = load_manifest()
+    needed = list(needed)
     if directions is not None:
         folder = Path(directions).expanduser()
         if not folder.is_dir():
@@ -693,8 +694,9 @@ class FileState:
 
 
 def list_files(weights_dir: Path | None = None) -> list[FileState]:
-    """Every manifest file with its state: size and SHA-256 where known (cheap: the pinned files are
-    small); the contents are left to ``hfgi weights verify``, so listing needs no torch."""
+    """Every manifest file with its state: size, SHA-256 and git blob id where known (cheap: all but
+    CLIP's 340 MB are small, and hashing that takes about a second); the contents are left
+    to ``hfgi weights verify``, so listing needs no torch."""
     folder = resolve_weights_dir(weights_dir)
     manifest = load_manifest()
     rows: list[FileState] = []
