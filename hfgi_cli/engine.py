@@ -34,7 +34,18 @@ from PIL import Image
 
 from .align import MIN_QSIZE, AlignedFace, paste_back
 from .detect import find_faces
-from .edits import Combined, Edited, Editor, Edits, EditSpec, ModelShape, Output, as_edit_specs, check_names
+from .edits import (
+    Combined,
+    Edited,
+    Editor,
+    Edits,
+    EditSpec,
+    ModelShape,
+    Output,
+    as_edit_specs,
+    check_names,
+    needed_files,
+)
 from .images import Photo, PictureLike, image_to_tensor, load_crop, load_picture, tensor_to_image
 from .inputs import InputError
 from .latents import read_latent
@@ -264,6 +275,10 @@ class Model:
         return specs
 
     @property
+    def domain(self) -> str:
+        return self.net.config.domain
+
+    @property
     def model_shape(self) -> ModelShape:
         config = self.net.config
         return ModelShape(self.n_latent, config.style_dim, config.domain, self.net.style_layout())
@@ -276,8 +291,8 @@ class Model:
             if self._editor is None or (self._editor.directions_dir is None and needs_folder):
                 from .weights import resolve_directions_dir
 
-                named = [p.attr for p in parts if not p.direction_file and p.ganspace is None and p.text is None]
-                folder = resolve_directions_dir(self.directions, self.weights_dir, named) if needs_folder else None
+                folder = resolve_directions_dir(self.directions, self.weights_dir, needed_files(parts, self.domain)) \
+                    if needs_folder else None
                 self._editor = Editor(folder, self.model_shape)
             return self._editor
 

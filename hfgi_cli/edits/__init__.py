@@ -22,7 +22,7 @@ from .wdirections import add_direction, load_direction
 __all__ = [
     "CATALOG", "Combined", "EditError", "EditSpec", "Edited", "Editor", "Edits", "Entry", "GanspaceEdit", "ModelShape",
     "Output", "add_direction", "as_edit_specs", "check_attribute", "check_names", "describe", "ganspace_edit",
-    "list_attributes", "load_direction", "load_ganspace", "lookup", "text_spec",
+    "list_attributes", "load_direction", "load_ganspace", "lookup", "needed_files", "text_spec",
 ]
 
 
@@ -46,6 +46,25 @@ def check_names(outputs: Sequence[Output]) -> None:
                 check_extra()
             elif not part.direction_file and part.ganspace is None:
                 lookup(part.attr)
+
+
+def needed_files(parts: Sequence[EditSpec], domain: str = "ffhq") -> list[str]:
+    """The files (paths in the directions folder) that these edits read: what must be downloaded."""
+    from .catalog import CARS_PCA, FFHQ_PCA
+    from .styleclip import needed_files as text_files
+
+    files: list[str] = []
+    for part in parts:
+        if part.text is not None:
+            found: Sequence[str] = text_files()
+        elif part.ganspace is not None:
+            found = CARS_PCA if domain == "cars" else FFHQ_PCA
+        elif part.direction_file:
+            found = ()
+        else:
+            found = lookup(part.attr).files
+        files += [f for f in found if f not in files]
+    return files
 
 
 def list_attributes() -> list[Entry]:

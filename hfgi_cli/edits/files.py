@@ -1,18 +1,18 @@
 """Reading edit files safely: tensors, ``.npy`` arrays and the pickles some projects publish.
 
 Pickles (GradCtrl's ``model_params.pkl``, StyleCLIP's ``S_mean_std``) can run code when unpickled,
-so they are read with an unpickler that builds numpy arrays and plain containers only.
+so they are read with ``safe_pickle``'s unpicklers, which admit plain containers (and numpy arrays) only.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from ..safe_pickle import load_arrays, load_plain
 
 
 class EditError(ValueError):
@@ -36,34 +36,20 @@ def read_tensor_file(path: Path) -> Any:
         raise EditError(f"{path}: cannot read edit file ({first_line(exc)})") from None
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Admits what numpy arrays and plain containers are made of, nothing else."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("builtins", "list"),
-        ("builtins", "dict"),
-        ("builtins", "tuple"),
-        ("collections", "OrderedDict"),
-        ("_codecs", "encode"),  # how protocol-2 pickles store bytes (an array's buffer)
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays and plain containers")
-
-
-def read_array_pickle(path: Path) -> Any:
-    """A pickle of numpy arrays, lists, tuples and dicts (numbers and strings inside), read safely."""
+def _read_pickle(path: Path, load: Callable[[bytes], Any]) -> Any:
     if not path.is_file():
         raise EditError(f"edit file not found: {path}")
     try:
-        return _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        return load(path.read_bytes())
     except Exception as exc:
         raise EditError(f"{path}: cannot read ({first_line(exc)})") from None
+
+
+def read_array_pickle(path: Path) -> Any:
+    """A pickle of numpy arrays, lists, tuples and dicts (StyleCLIP's ``S_mean_std``), read safely."""
+    return _read_pickle(path, load_arrays)
+
+
+def read_plain_pickle(path: Path) -> Any:
+    """A pickle of plain containers, strings and numbers (GradCtrl's ``model_params.pkl``)."""
+    return _read_pickle(path, load_plain)

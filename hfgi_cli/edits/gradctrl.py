@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .files import EditError, read_array_pickle, read_tensor_file
+from .files import EditError, read_plain_pickle, read_tensor_file
 from .moves import Edited, ModelShape, Move, Strength
 
 STEPS = 9
@@ -80,7 +80,7 @@ class Classifiers:
 
 
 def load_classifiers(weights: Path, params: Path) -> Classifiers:
-    config = read_array_pickle(params)
+    config = read_plain_pickle(params)
     if not isinstance(config, dict) or not isinstance(config.get("attributes"), str):
         raise EditError(f"{params}: not GradCtrl's model_params.pkl (no 'attributes')")
     state = read_tensor_file(weights)
