@@ -36,7 +36,7 @@ from rich.table import Table
 
 from . import __version__
 from . import weights as w
-from .interrupt import stop_on_sigint
+from .interrupt import Stopped, exit_status, stop_on_signals
 
 if TYPE_CHECKING:
     from .edits import EditSpec
@@ -328,7 +328,8 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
         if ray is None:
             summary = Pipeline(model, options).run(items, on_done)
         else:
-            from .ray import ClusterError, run_on_ray
+            from .cluster import ClusterError
+            from .ray import run_on_ray
 
             try:
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
@@ -348,6 +349,12 @@ def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) 
 
     if find_spec("ray") is None:
         fail("--ray needs Ray: pip install 'hfgi-cli[ray]'")
+    from .cluster import unreachable
+
+    where = address or os.environ.get("RAY_ADDRESS")
+    reason = unreachable(where) if where else None  # before the model loads: Ray would retry for minutes
+    if reason is not None:
+        fail(f"--ray: cannot join {where}: {reason}")
     return {"address": address, "workers": workers}
 
 
@@ -700,8 +707,9 @@ def video_command(
                               latent_smooth=latent_smooth, fps=fps, quality=quality)
     run = hv.edit_video_from_latents if from_latents else hv.edit_video
     stop = threading.Event()
+    signals: list[int] = []
     try:
-        with stop_on_sigint(stop), progress(
+        with stop_on_signals(stop, signals), progress(
             quiet, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("frames {task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ) as bar:
@@ -715,7 +723,7 @@ def video_command(
             result = run(model, input, out, options, on_progress=report, stop=stop)
     except KeyboardInterrupt:
         note("interrupted: no output written")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_status(signals[0]) if signals else 130) from None
     except (hv.VideoError, InputError) as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
@@ -1064,6 +1072,6 @@ def main() -> None:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         note("interrupted")
-        sys.exit(130)
+        sys.exit(exc.exit_code if isinstance(exc, Stopped) else 130)

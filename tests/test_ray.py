@@ -32,7 +32,7 @@ ray = pytest.importorskip("ray")  # a guard only: CI installs the extra (pip ins
 
 from hfgi_cli.engine import load_model  # noqa: E402
 from hfgi_cli.pipeline import Job, RunOptions  # noqa: E402
-from hfgi_cli.ray import HFGIEdit, plan_pools, run_on_ray  # noqa: E402
+from hfgi_cli.ray import HFGIEdit, run_on_ray  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -324,23 +324,6 @@ def test_hfgi_edit_stage_on_raw_image_bytes(ray_cluster: None, inputs: Path, sma
     got = Image.open(__import__("io").BytesIO(good["image_smile+2"]))
     assert np.array_equal(np.asarray(got), np.asarray(expected.images["smile+2"]))
     assert np.array_equal(good["latent"][0], expected.faces[0].latent.numpy())
-
-
-def test_pools_follow_the_cluster() -> None:
-    two_cores = plan_pools({"CPU": 2.0}, "auto", None, None)
-    assert (two_cores.actors, two_cores.cpus_per_actor, two_cores.cpu_tasks, two_cores.device) == (1, 1, 1, "cpu")
-    assert two_cores.batch_size == 1  # as on one machine: the same floating point
-    gpus = plan_pools({"CPU": 32.0, "GPU": 4.0}, "auto", None, None)
-    assert (gpus.actors, gpus.gpus_per_actor, gpus.cpu_tasks, gpus.device, gpus.batch_size) == (4, 1, 28, "cuda", 8)
-    assert plan_pools({"CPU": 32.0, "GPU": 4.0}, "cpu", None, None).device == "cpu"
-    big_cpu = plan_pools({"CPU": 64.0}, "auto", None, None)
-    assert big_cpu.actors * big_cpu.cpus_per_actor <= 32 and big_cpu.cpu_tasks >= 32
-    one_core = plan_pools({"CPU": 1.0}, "auto", None, None)  # the actor and a task fit at once
-    assert one_core.cpus_per_actor + one_core.cpus_per_task <= 1
-    all_gpu = plan_pools({"CPU": 2.0, "GPU": 2.0}, "auto", None, None)
-    assert all_gpu.cpus_per_actor == 0 and all_gpu.cpu_tasks == 2
-    with pytest.raises(ValueError, match="no GPU"):
-        plan_pools({"CPU": 8.0}, "cuda", None, None)
 
 
 def test_ray_without_the_extra_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
