@@ -16,9 +16,13 @@ input to a temporary file for ``read_job`` (reports still name the URI) and look
 outputs in OUT itself; ``write`` runs ``write_job`` into a temporary folder, then uploads its files
 in the order they were written (latent files before the image that says the input is done).
 
+The pools are planned and checked to fit the cluster before anything is submitted, and a run where
+nothing finishes says what Ray waits for (``cluster``).
+
 Faults: Ray restarts a killed actor and re-runs its batch, and re-runs a killed task; every output
 is written under a temporary name and renamed, so a killed write leaves no partial file under a real
-name (the temporaries it left are removed when the run ends).
+name (the temporaries it left are removed when the run ends). SIGINT and SIGTERM stop the driver at
+once: the inputs in flight are left for a re-run, the cluster it started is shut down.
 
 Ray is an optional dependency (``pip install 'hfgi-cli[ray]'``); it is imported here only.
 """
