@@ -150,7 +150,7 @@ def plan_pools(nodes: Sequence[Node], device: str, workers: int | None, batch_si
                        f"actor{'s' * (most != 1)} beside a prepare or write task")
 
 
-
+# ----------------------------------------------------------------------------------------- joining
 def unreachable(address: str, timeout: float = 5.0) -> str | None:
     """Why nothing answers at ``address`` (``host:port``, or ``ray://host:port``), or None: Ray
     itself retries a dead address for minutes, printing native warnings, before it gives up."""
@@ -185,6 +185,7 @@ def connect(ray: Any, address: str | None) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------------------- watchdog
 STALL_AFTER = 60.0
 """Seconds without a finished input before the driver says what Ray is waiting for."""
 STALL_EVERY = 30.0
@@ -203,7 +204,7 @@ def waiting_for(ray: Any) -> str:
     try:
         from ray.autoscaler.v2.sdk import get_cluster_status
 
-        demand = get_cluster_status(ray.get_runtime_context().gcs_address).resource_demands
+        demand = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=10).resource_demands
         requests = [f"{r.count} x {{{_resources(r.bundle)}}}" for d in demand.ray_task_actor_demand
                     for r in d.bundles_by_count]
         parts.append(f"requests Ray cannot place yet: {'; '.join(requests)}" if requests else
