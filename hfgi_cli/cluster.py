@@ -218,7 +218,8 @@ def waiting_for(ray: Any) -> str:
     try:
         job = ray.get_runtime_context().get_job_id()
         states = Counter(info["State"] for info in ray._private.state.actors().values()
-                         if info["JobID"] == job and info["ActorClassName"].startswith("MapWorker("))
+                         if info["JobID"] == job and info["ActorClassName"].startswith("MapWorker(")
+                         and info["State"] != "DEAD")  # those of this job's earlier datasets, or replaced
         parts.append("model actors: " + (", ".join(f"{n} {state.lower().replace('_', ' ')}"
                                                    for state, n in sorted(states.items())) or "none yet"))
     except Exception:  # Ray's actor table is not a public API
