@@ -294,6 +294,7 @@ def stop_once(batch, *, pid_file: str, stage, hang_in_rename: bool = False, **kw
         return stage(batch, **kwargs)
 
 
+@pytest.mark.slow
 def test_killed_stages_are_redone_after_a_stall_is_reported(ray_cluster: None, small_ckpt: Path,
                                                            tmp_path: Path) -> None:
     """One run, four faults: the cluster busy with another job at first (the watchdog says what Ray
@@ -415,6 +416,7 @@ def test_sigterm_stops_the_run_and_the_cluster_it_started(small_ckpt: Path, tmp_
     assert len(stdout.splitlines()) < len(list(src.iterdir()))
 
 
+@pytest.mark.slow
 def test_driver_killed_then_rerun_completes(ray_cluster: None, small_ckpt: Path, tmp_path: Path) -> None:
     """The driver SIGKILLed mid-run (its cluster keeps running): the re-run does what is left, and
     every output is valid, none half-written."""
