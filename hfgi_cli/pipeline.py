@@ -49,7 +49,7 @@ from .edits import EditSpec, Output, describe
 from .engine import INVERSION, Face, FaceWork, Model, Result, Work
 from .images import save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
-from .interrupt import stop_on_sigint
+from .interrupt import exit_status, stop_on_signals
 from .latents import latent_fits, make_record, save_record
 from .quality import FaceQuality
 
@@ -129,7 +129,12 @@ class Job:
 @dataclass
 class RunSummary:
     jobs: list[Job]
-    interrupted: bool = False
+    stopped_by: int | None = None
+    """The signal that stopped the run (SIGINT, SIGTERM), if one did."""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
 
     @property
     def failed(self) -> list[Job]:
@@ -137,8 +142,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
+        if self.stopped_by is not None:
+            return exit_status(self.stopped_by)
         return 1 if self.failed else 0
 
 
@@ -363,10 +368,10 @@ class Pipeline:
         remove_stale_temps(self.opts.out_dir, set(IMAGE_EXTS | LATENT_EXTS))  # half-written files of a killed run
         jobs = [Job(item) for item in items]
         run = _Run(self, jobs, on_done)
-        interrupted = run.start()
+        stopped_by = run.start()
         if run.callback_error is not None:
             raise run.callback_error
-        return RunSummary(jobs, interrupted=interrupted)
+        return RunSummary(jobs, stopped_by=stopped_by)
 
 
 class _Run:
@@ -376,8 +381,8 @@ class _Run:
         self.p = pipeline
         self.model = pipeline.model
         self.on_done = on_done
-        self.stop = threading.Event()  # shutting down (end of input, Ctrl-C, or a failing callback)
-        self.interrupt = threading.Event()  # Ctrl-C seen
+        self.stop = threading.Event()  # shutting down (end of input, a stop signal, or a failing callback)
+        self.signals: list[int] = []  # SIGINT / SIGTERM seen
         self.callback_error: BaseException | None = None
         self.jobs = iter(jobs)
         self.jobs_lock = threading.Lock()
@@ -385,15 +390,15 @@ class _Run:
         self.read_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, pipeline.opts.prefetch))
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.model.batch_size * 2))
 
-    def start(self) -> bool:
-        """Run to the end (or to Ctrl-C); returns whether it was interrupted."""
+    def start(self) -> int | None:
+        """Run to the end (or to SIGINT / SIGTERM); returns the signal that stopped it, if one did."""
         readers = [threading.Thread(target=self.reader, daemon=True, name=f"hfgi-reader-{i}")
                    for i in range(self.workers)]
         writers = [threading.Thread(target=self.writer, daemon=True, name=f"hfgi-writer-{i}")
                    for i in range(self.workers)]
         for thread in readers + writers:
             thread.start()
-        with stop_on_sigint(self.stop, self.interrupt):
+        with stop_on_signals(self.stop, self.signals):
             try:
                 for batch in self.batches():
                     try:
@@ -404,7 +409,7 @@ class _Run:
                         self.write_q.put(job)
                     if self.stop.is_set():
                         break
-                return self.interrupt.is_set()
+                return self.signals[0] if self.signals else None
             finally:
                 self.stop.set()
                 for _ in writers:

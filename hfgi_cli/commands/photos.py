@@ -7,6 +7,7 @@ stages on a Ray cluster); ``align`` calls ``crops.align_items``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -149,11 +150,12 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
         if ray is None:
             summary = Pipeline(model, options).run(items, on_done)
         else:
-            from ..ray import ClusterError, run_on_ray
+            from ..cluster import ClusterError
+            from ..ray import run_on_ray
 
             try:
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
-            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
+            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked (exit 2)
                 fail(str(exc))
     _print_summary(summary, quiet, extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
@@ -169,6 +171,12 @@ def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) 
 
     if find_spec("ray") is None:
         fail("--ray needs Ray: pip install 'hfgi-cli[ray]'")
+    from ..cluster import unreachable
+
+    where = address or os.environ.get("RAY_ADDRESS")
+    reason = unreachable(where) if where else None  # before the model loads: Ray would retry for minutes
+    if reason is not None:
+        fail(f"--ray: cannot join {where}: {reason}")
     return {"address": address, "workers": workers}
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..interrupt import stop_on_sigint
+from ..interrupt import exit_status, stop_on_signals
 from .common import (
     CheckpointOpt,
     DeviceOpt,
@@ -45,7 +45,7 @@ app = typer.Typer()
         "1.3x its size); "
         "frames where detection fails take the square from their neighbours (up to 10 frames), others stay "
         "unedited. Memory does not grow with the clip's length. Exit status: 0 ok, 1 the input could not "
-        "be read or has no face, 2 usage error, 130 Ctrl-C (no output is left behind)."
+        "be read or has no face, 2 usage error, 130 Ctrl-C, 143 SIGTERM (no output is left behind)."
     ),
     epilog=(
         "Examples:  hfgi video clip.mp4 --attr smile --strength 2 -o smile.mp4\n\n"
@@ -115,8 +115,9 @@ def video_command(
                               latent_smooth=latent_smooth, fps=fps, quality=quality)
     run = hv.edit_video_from_latents if from_latents else hv.edit_video
     stop = threading.Event()
+    signals: list[int] = []
     try:
-        with stop_on_sigint(stop), progress(
+        with stop_on_signals(stop, signals), progress(
             quiet, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("frames {task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ) as bar:
@@ -130,7 +131,7 @@ def video_command(
             result = run(model, input, out, options, on_progress=report, stop=stop)
     except KeyboardInterrupt:
         note("interrupted: no output written")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_status(signals[0]) if signals else 130) from None
     except (hv.VideoError, InputError) as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
