@@ -130,3 +130,64 @@ def test_refused_before_the_model_is_loaded(small_ckpt: Path, small_directions: 
                   str(small_ckpt), "--directions", str(wrong), "--attr", "gender")  # the shape needs the model
     assert res.returncode == 2 and "gender.npy: direction of shape (3, 7)" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ video
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import math
+
+    from hfgi_cli.align import face_quad
+    from hfgi_cli.detect import detect_faces
+
+    from .conftest import PHOTOS
+    from .video_clips import make_clip, write_mp4
+
+    img = Image.open(PHOTOS / "astronaut.png").convert("RGB")
+    quad, _ = face_quad(detect_faces(img)[0])
+    clip = make_clip(img, quad, quad.mean(axis=0),
+                     lambda p: (160 + 20 * math.sin(2 * math.pi * p), 125.0, 0.7, 2 * math.sin(2 * math.pi * p)), 6)
+    path = tmp_path_factory.mktemp("clip") / "short.mp4"
+    write_mp4(path, clip.frames, 25.0)
+    return path
+
+
+def test_video_takes_every_kind_of_edit(short_clip: Path, small_ckpt: Path, small_directions: Path,
+                                        tmp_path: Path) -> None:
+    from .video_clips import read_mp4
+
+    common = ["--checkpoint", str(small_ckpt), "--directions", str(small_directions), "--precision", "fp32"]
+    out = tmp_path / "both.mp4"
+    res = run_cli("video", str(short_clip), "-o", str(out), "--attr", "eyeglasses", "-s", "1", "--text", TEXT,
+                  "--beta", "0.1", "-s", "4", *common)
+    assert res.returncode == 0, res.stderr
+    source, edited = read_mp4(short_clip)[0], read_mp4(out)[0]
+    assert len(edited) == 6 and all(np.abs(a.astype(int) - b).max() > 20 for a, b in zip(source, edited))
+    stored = torch.load(out.with_suffix(".pt"), weights_only=False)
+    assert stored["edit"]["label"] == "eyeglasses+1_face-with-curly-hair+4"
+    again = run_cli("video", str(out.with_suffix(".pt")), "-o", str(tmp_path / "gender.mp4"), "--attr", "gender",
+                    "-s", "2", *common)
+    assert again.returncode == 0 and "from stored codes" in again.stderr, again.stderr
+
+
+def test_video_averages_a_per_image_move_over_frames(model: Model) -> None:
+    """GradCtrl's move depends on each frame's codes; in a video it is averaged over frames, so codes
+    that jitter from frame to frame get a move that jitters less."""
+    from hfgi_cli.engine import FaceWork
+    from hfgi_cli.video.edit import Frame, FrameEditor, VideoOptions
+
+    g = torch.Generator().manual_seed(8)
+    base = torch.randn(model.n_latent, model.style_dim, generator=g)
+    spec = EditSpec("eyeglasses", 1.0)
+    editor = FrameEditor(model, VideoOptions(spec), 12, "clip")
+    assert editor.move_ema is not None
+    moves, raw = [], []
+    for index in range(12):
+        latent = base + 0.3 * torch.randn(model.n_latent, model.style_dim, generator=g)
+        face = FaceWork(0, latent=latent, distortion=torch.zeros(3, 256, 256))
+        with torch.inference_mode():
+            raw.append(model.apply_edit(latent[None], spec).codes[0] - latent)
+        editor._decode_smoothed_move([Frame(index, np.zeros((4, 4, 3), np.uint8), 0, face)], spec)
+        moves.append(face.outputs[-1][1] - latent)
+    step = lambda xs: float(torch.stack([(b - a).norm() for a, b in zip(xs, xs[1:])]).mean())  # noqa: E731
+    assert step(moves) < 0.6 * step(raw)

@@ -22,7 +22,7 @@ from .wdirections import add_direction, load_direction
 __all__ = [
     "CATALOG", "Combined", "EditError", "EditSpec", "Edited", "Editor", "Edits", "Entry", "GanspaceEdit", "ModelShape",
     "Output", "add_direction", "as_edit_specs", "check_attribute", "check_names", "describe", "ganspace_edit",
-    "list_attributes", "load_direction", "load_ganspace", "lookup", "needed_files", "text_spec",
+    "is_per_image", "list_attributes", "load_direction", "load_ganspace", "lookup", "needed_files", "text_spec",
 ]
 
 
@@ -65,6 +65,12 @@ def needed_files(parts: Sequence[EditSpec], domain: str = "ffhq") -> list[str]:
             found = lookup(part.attr).files
         files += [f for f in found if f not in files]
     return files
+
+
+def is_per_image(output: Output) -> bool:
+    """Whether the output's move of W+ depends on the image's own codes in a non-linear way
+    (GradCtrl): video averages such moves over frames."""
+    return any(part.attr in CATALOG and CATALOG[part.attr].family == "gradctrl" for part in output.parts)
 
 
 def list_attributes() -> list[Entry]:

@@ -66,7 +66,8 @@ class Classifiers:
 
     def probability(self, name: str, w: torch.Tensor) -> torch.Tensor:
         """[B, dim] -> [B]: the head's sigmoid output."""
-        w1, b1, w2, b2 = (t.to(w) for t in self.heads[name])
+        # copies: weights read under the engine's inference mode cannot take part in autograd
+        w1, b1, w2, b2 = (t.to(w, copy=True) for t in self.heads[name])
         hidden = F.leaky_relu(F.linear(w, w1, b1), LEAKY_SLOPE)
         return torch.sigmoid(F.linear(hidden, w2, b2))[:, 0]
 
