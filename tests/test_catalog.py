@@ -303,3 +303,11 @@ def test_combined_edits_and_labels(codes, editor) -> None:
     with pytest.raises(EditError, match="--detail"):
         as_edit_specs({"smile": 1}, detail=1.5)
     assert text_spec("Face with CURLY hair!", 3).label == "face-with-curly-hair+3"
+
+
+def test_readme_lists_every_edit() -> None:
+    from .conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in CATALOG if f"| `{name}` |" not in readme]
+    assert not missing, f"README's edit table lacks {missing}"

@@ -51,7 +51,7 @@ SOURCES = {
 
 INTERFACEGAN_RANGE = (-3.0, 3.0)
 GANSPACE_RANGE = (-1.0, 1.0)  # strength multiplies the listed value; 1 is the authors' edit
-STIT_RANGE = (-3.0, 3.0)
+STIT_RANGE = (-4.0, 4.0)  # STIT's own examples use factors up to 8, i.e. strengths up to 4 here
 GRADCTRL_RANGE = (-1.0, 1.0)
 FFHQ_PCA, CARS_PCA = ("ganspace/ffhq_pca.pt",), ("ganspace/cars_pca.pt",)
 GRADCTRL_FFHQ = ("gradctrl/model_ffhq.pth", "gradctrl/model_ffhq_params.pkl")
