@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,23 @@ def test_batch_size_does_not_change_results(small_ckpt: Path) -> None:
             e = model.encode(x[i : i + 1])
             alone.append(model.decode(e["latent"], e["distortion"], e["low_res"]))
     assert (together - torch.cat(alone)).abs().max() < 1e-4
+
+
+def test_mapped_weights_made_resident_keep_their_values_and_the_file(small_ckpt: Path) -> None:
+    before = small_ckpt.read_bytes()
+    model = HFGI.from_checkpoint(small_ckpt)  # memory-mapped
+    model.make_resident()  # one write per page: the private mapping's pages become process memory
+    state = torch.load(small_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    ours = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(ours[key], value), key
+    assert small_ckpt.read_bytes() == before
+
+
+def test_building_for_loading_does_not_import_the_compiler() -> None:
+    """The meta-device build of the model (every load) must not pull in torch._dynamo (~1.5 s)."""
+    code = ("import sys, torch\nfrom hfgi_cli.models.hfgi import HFGI, ModelConfig\n"
+            "with torch.device('meta'):\n    HFGI(ModelConfig())\n"
+            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
