@@ -986,7 +986,7 @@ def weights_download(
                 bar.update(task, completed=done, total=total)
 
             try:
-                result = w.download(entry, folder, force=force, on_progress=report)
+                result = w.download(entry, folder, force=force, on_progress=report, on_note=note)
             except w.NetworkError as exc:
                 unreachable.append((entry, dest, str(exc.reason)))
                 bar.remove_task(task)
@@ -995,14 +995,14 @@ def weights_download(
                 error(str(exc))
                 failed += 1
                 continue
-            typer.echo(f"{entry.name}: saved {result.path} ({result.status})")
+            typer.echo(f"{entry.name}: saved {result.path} ({result.status}; from {result.source})")
     if unreachable:
         # one summary, so that an offline user learns every missing file at once
         why = unreachable[0][2]
         error(f"no network: could not fetch {len(unreachable)} file(s) ({why}); download each by hand and save "
               f"it where shown, then run `hfgi weights verify`:")
         for entry, dest, _ in unreachable:
-            note(f"  {entry.name}: {entry.manual_url} -> {dest}")
+            note(f"  {entry.name}: {' or '.join(entry.manual_urls)} -> {dest}")
     if failed or unreachable:
         raise typer.Exit(EXIT_USAGE)
 

@@ -11,6 +11,7 @@ requests or gdown would add install weight without removing any real code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.cookiejar
@@ -36,6 +37,8 @@ from typing import Any, Callable, Optional
 
 CHECKPOINT = "hfgi_ffhq"
 FACE_DIRECTIONS = ("interfacegan_age", "interfacegan_smile", "interfacegan_pose", "ganspace_ffhq")
+OTHER_DOMAINS = ("ganspace_cars",)
+"""Manifest files only a checkpoint of another domain uses: fetched when named, never by default."""
 ENV_HOME = "HFGI_HOME"
 ENV_MIRROR = "HFGI_WEIGHTS_MIRROR"
 DRIVE_BASE = "https://drive.google.com"
@@ -92,6 +95,7 @@ class WeightFile:
     source: str
     license: str
     note: str = ""
+    fallback_url: str | None = None  # a second source, asked when the first one fails
 
     @property
     def manual_url(self) -> str:
@@ -99,6 +103,11 @@ class WeightFile:
         if self.gdrive_id:
             return f"https://drive.google.com/file/d/{self.gdrive_id}/view"
         return self.url
+
+    @property
+    def manual_urls(self) -> list[str]:
+        """Every address a person can fetch the file from by hand, the official one first."""
+        return [self.manual_url] + ([self.fallback_url] if self.fallback_url else [])
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,7 @@ class CheckResult:
     sha_checked: bool
     detail: str
     structure_checked: bool = True
+    source: str = ""  # the URL a download came from; "" for a file already in place
 
     @property
     def status(self) -> str:
@@ -433,14 +443,18 @@ def list_files(weights_dir: Path | None = None) -> list[FileState]:
 
 
 # ---------------------------------------------------------------------------------------------- download
-def source_url(entry: WeightFile, mirror: str | None = None, drive_base: str = DRIVE_BASE) -> str:
-    """Where the file is fetched from: ``$HFGI_WEIGHTS_MIRROR/<path>`` when set, else its official source."""
+def source_urls(entry: WeightFile, mirror: str | None = None, drive_base: str = DRIVE_BASE) -> list[str]:
+    """Where the file is fetched from, in the order tried: ``$HFGI_WEIGHTS_MIRROR/<path>`` alone when
+    set (a mirror is chosen to replace the internet, so nothing else is asked); else the official
+    source, then the manifest's second source when it has one."""
     mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
     if mirror:
-        return mirror.rstrip("/") + "/" + urllib.parse.quote(entry.path)
+        return [mirror.rstrip("/") + "/" + urllib.parse.quote(entry.path)]
     if entry.gdrive_id:
-        return f"{drive_base.rstrip('/')}/uc?export=download&id={urllib.parse.quote(entry.gdrive_id)}"
-    return entry.url
+        first = f"{drive_base.rstrip('/')}/uc?export=download&id={urllib.parse.quote(entry.gdrive_id)}"
+    else:
+        first = entry.url
+    return [first] + ([entry.fallback_url] if entry.fallback_url else [])
 
 
 class _PageScan(HTMLParser):
@@ -597,6 +611,25 @@ def _fetch(url: str, part: Path, entry: WeightFile, on_progress: ProgressCallbac
     raise DownloadError(f"{url}: Google Drive kept answering with web pages instead of the file")
 
 
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or url
+
+
+def _part_path(dest: Path, url: str, first: bool) -> Path:
+    """The temporary file of one source. Each source has its own, so a transfer resumed later never
+    appends one server's bytes to another's (a second source may serve a different file)."""
+    return dest.with_name(dest.name + (".part" if first else f".{_host(url)}.part"))
+
+
+def _new_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def download(
     entry: WeightFile,
     weights_dir: Path,
@@ -604,38 +637,83 @@ def download(
     mirror: str | None = None,
     force: bool = False,
     on_progress: ProgressCallback | None = None,
+    on_note: Callable[[str], None] | None = None,
     drive_base: str = DRIVE_BASE,
     timeout: float = 30.0,
     retries: int = 2,
 ) -> CheckResult:
-    """Fetch one file into ``weights_dir``; returns the checks it passed (``.path``: where it is).
+    """Fetch one file into ``weights_dir``; returns the checks it passed (``.path``: where it is,
+    ``.source``: the URL that served it).
 
-    Bytes go to ``<path>.part``; an interrupted transfer keeps it and the next attempt (in this call,
-    up to ``retries`` more times, or the next call) resumes with an HTTP Range request. Only a file
-    that passes the size, SHA-256 and structure checks is renamed into place; a rejected one is
-    deleted. ``mirror`` None reads ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so
-    tests can stand in for Google Drive.
+    The sources (``source_urls``) are tried in order until one gives a file that passes the checks;
+    ``on_note`` hears why one failed before the next is asked. Bytes go to a ``.part`` file per
+    source; an interrupted transfer keeps it and the next attempt (in this call, up to ``retries``
+    more times, or the next call) resumes with an HTTP Range request. Only a file that passes the
+    size, SHA-256 and structure checks is renamed into place; a rejected one is deleted, and so are
+    the folders this call created when nothing was saved. ``mirror`` None reads
+    ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so tests can stand in for Google
+    Drive.
     """
     dest = Path(weights_dir) / entry.path
     if dest.is_file() and not force:
         return verify_file(dest, entry)
-    part = dest.with_name(dest.name + ".part")
-    if force:
-        part.unlink(missing_ok=True)
     mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
-    url = source_url(entry, mirror, drive_base)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    urls = source_urls(entry, mirror, drive_base)
+    created = _new_folders(dest.parent)
+    failures: list[tuple[str, WeightsError]] = []
+    try:
+        for i, url in enumerate(urls):
+            part = _part_path(dest, url, first=i == 0)
+            if force:
+                part.unlink(missing_ok=True)
+            try:
+                result = _download_from(url, part, dest, entry, on_progress, timeout, retries,
+                                        drive=bool(i == 0 and entry.gdrive_id and not mirror))
+            except WeightsError as exc:
+                failures.append((url, exc))
+                if on_note and i + 1 < len(urls):
+                    on_note(f"{entry.name}: {_host(url)} did not give the file ({_reason(exc, entry)}); "
+                            f"trying {urls[i + 1]}")
+                continue
+            return result
+    finally:
+        if not dest.is_file():
+            for folder in created:  # deepest first; a kept .part keeps its folder
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    raise _all_failed(entry, dest, failures)
+
+
+def _reason(exc: WeightsError, entry: WeightFile) -> str:
+    return str(exc.reason if isinstance(exc, NetworkError) else exc).removeprefix(f"{entry.name}: ")
+
+
+def _all_failed(entry: WeightFile, dest: Path, failures: list[tuple[str, WeightsError]]) -> WeightsError:
+    """One error for every source that failed: a no-network error when none could be reached
+    (naming every address to fetch the file from by hand), else the one source's own error, or one
+    line with each source's reason."""
+    if all(isinstance(exc, NetworkError) for _, exc in failures):
+        reasons = "; ".join(f"{url} ({exc})" for url, exc in failures)
+        by_hand = " or ".join(entry.manual_urls)
+        return NetworkError(
+            f"no network: cannot reach {reasons}; download {by_hand} by hand and save it as {dest}",
+            reason="; ".join(f"cannot reach {_host(url)}: {exc}" for url, exc in failures),
+        )
+    if len(failures) == 1:
+        return failures[0][1]
+    reasons = "; ".join(f"{_host(url)}: {_reason(exc, entry)}" for url, exc in failures)
+    return DownloadError(f"{entry.name}: no source gave the file ({reasons})")
+
+
+def _download_from(url: str, part: Path, dest: Path, entry: WeightFile, on_progress: ProgressCallback | None,
+                   timeout: float, retries: int, drive: bool) -> CheckResult:
+    """One source: fetch into ``part`` (with retries that resume), check, rename to ``dest``."""
+    part.parent.mkdir(parents=True, exist_ok=True)
     attempt = 0
     while True:
         try:
-            _fetch(url, part, entry, on_progress, timeout, drive=bool(entry.gdrive_id and not mirror))
+            _fetch(url, part, entry, on_progress, timeout, drive=drive)
             break
-        except NetworkError as exc:
-            raise NetworkError(
-                f"no network: cannot reach {url} ({exc}); download {entry.manual_url} by hand and save it "
-                f"as {dest}",
-                reason=f"cannot reach {urllib.parse.urlsplit(url).netloc}: {exc}",
-            ) from None
         except _Interrupted as exc:
             if attempt >= retries:
                 raise DownloadError(
@@ -648,10 +726,12 @@ def download(
     except WeightsError as exc:
         raise _reject(part, entry, str(exc)) from None
     os.replace(part, dest)
-    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail)
+    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail, source=url)
 
 
 def missing_names(weights_dir: Path | None = None) -> list[str]:
-    """Manifest files absent from the weights folder (what ``hfgi weights download`` fetches by default)."""
+    """Manifest files the face model uses that are absent from the weights folder (what ``hfgi weights
+    download`` fetches by default; files for other domains, ``OTHER_DOMAINS``, only when named)."""
     folder = resolve_weights_dir(weights_dir)
-    return [e.name for e in load_manifest().files if not (folder / e.path).is_file()]
+    return [e.name for e in load_manifest().files
+            if e.name not in OTHER_DOMAINS and not (folder / e.path).is_file()]
