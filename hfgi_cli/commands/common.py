@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
+from typer.core import TyperCommand
 
 from .. import weights as w
 
@@ -64,42 +65,87 @@ def write_stdout(line: str) -> None:
         os.close(devnull)
 
 
+# ----------------------------------------------------------------------------- help texts
+class Command(TyperCommand):
+    """Every hfgi command: its help names values by their metavars (OUT, FILE, N) and shows none
+    for flags. Recent Typer labels each parameter with its Python type instead (``<str>``,
+    ``<list[str]>``, ``<bool>``) and writes a required argument as ``{inputs}...``; older Typer
+    shows the metavars already, so this changes nothing there."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value
+            if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]  # the metavar says it
+        return params
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces += param.get_usage_pieces(ctx)
+                continue
+            name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _no_type(ctx: typer.Context) -> None:
+    return None
+
+
+def inputs_arg(example: str) -> Any:
+    """The INPUT... argument of invert/edit; its help shows where a photo's image output goes, by
+    ``example``, the command's output name (``{stem}_smile+2.{ext}``)."""
+    def out(stem: str, ext: str = "jpg") -> str:
+        return "OUT/" + example.format(stem=stem, ext=ext)
+
+    return typer.Argument(
+        ..., metavar="INPUT",
+        help="Image files, folders (their images and .pt latents, sorted, recursively), .pt latents, or - for "
+        "paths on stdin (one a line). Outputs are named after each input under OUT: a photo given by path "
+        f"x.jpg -> {out('x')}; a file in a folder keeps its path inside it (faces/sub/x.jpg -> "
+        f"{out('sub/x')}), under the folder's name when several folders are given (a/x.jpg b/x.jpg -> "
+        f"{out('a/x')} {out('b/x')}); names still clashing get -1, -2 (x.jpg x.png -> {out('x')} "
+        f"{out('x-1', 'png')}). With --ray also URIs (s3://, gs://, file://).",
+    )
+
+
 # ----------------------------------------------------------------------------- shared options
-InputsArg = typer.Argument(
-    ...,
-    help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin (one a line). "
-    "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
-    "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
-    "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
-    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png). With --ray also "
-    "URIs (s3://, gs://, file://).",
+OutOpt = typer.Option(
+    ..., "-o", "--out", metavar="OUT", help="Output folder (created if missing); with --ray also a URI."
 )
-OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing); with --ray also a URI.")
 CheckpointOpt = typer.Option(
-    None, "--checkpoint", "-c", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
+    None, "--checkpoint", "-c", metavar="FILE", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
 )
 WeightsDirOpt = typer.Option(
-    None, "--weights-dir", help="Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
+    None, "--weights-dir", metavar="DIR",
+    help="Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache).",
 )
 DirectionsOpt = typer.Option(
-    None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
+    None, "--directions", metavar="DIR",
+    help="Directions folder (interfacegan/, ganspace/). Default: the weights folder.",
 )
 DirectionOpt = typer.Option(
-    [], "--direction", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
+    [], "--direction", metavar="FILE", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
 )
 BatchOpt = typer.Option(
-    None, "--batch-size", "-b", min=1,
+    None, "--batch-size", "-b", min=1, metavar="N",
     help="Faces per model batch (default: 8 on a GPU; 1 on a CPU, where batching brings nothing).",
 )
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
-PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact) | fp16 | bf16 (autocast; fp16 needs a GPU).")
+DeviceOpt = typer.Option("auto", "--device", metavar="DEVICE", help="auto | cpu | cuda | mps")
+PrecisionOpt = typer.Option(
+    "fp32", "--precision", metavar="P", help="fp32 (exact) | fp16 | bf16 (autocast; fp16 needs a GPU)."
+)
 AlignedOpt = typer.Option(
     False, "--aligned/--detect",
     help="--aligned: inputs are FFHQ-aligned face crops, used as they are (crop in, crop out). "
     "Default: find every face, align it, edit it and paste it back into the photo.",
 )
 SaveCropsOpt = typer.Option(False, "--save-crops", help="Also write each face's edited aligned crop (PNG).")
-MaxFacesOpt = typer.Option(None, "--max-faces", min=1, help="At most N faces per photo (the largest).")
+MaxFacesOpt = typer.Option(None, "--max-faces", min=1, metavar="N", help="At most N faces per photo (the largest).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Redo inputs whose outputs already exist.")
 FacesOpt = typer.Option(
     None, "--faces", metavar="K,K,...",
@@ -107,19 +153,21 @@ FacesOpt = typer.Option(
     "the others stay untouched.",
 )
 MinFaceOpt = typer.Option(
-    None, "--min-face", min=80,
+    None, "--min-face", min=80, metavar="PX",
     help="Smallest face searched for, as its FFHQ crop side in photo pixels (default: 128 px and 4 % of "
     "the photo's long side; faces under 80 px are never used). Smaller finds smaller faces in big photos, "
     "at more detection time. Face numbers (--faces) count the faces found with the same --min-face and "
     "--max-faces.",
 )
 LatentsOpt = typer.Option(
-    "full", "--latents",
+    "full", "--latents", metavar="MODE",
     help="Latent files beside the outputs: full (W+ codes and the float16 distortion map: any later edit "
     "from the file, no encoder), codes (the W+ codes only, ~75 KB for the published model), none.",
 )
 PreviewOpt = typer.Option(
-    False, "--preview", help="Also write OUT/<name>_preview.jpg: original (faces boxed), inversion, each edit."
+    False, "--preview",
+    help="Also write OUT/<name>_preview.jpg: the original with its faces boxed and numbered, the inversion, "
+    "then each edit.",
 )
 QualityOpt = typer.Option(
     False, "--quality",
@@ -129,7 +177,12 @@ QualityOpt = typer.Option(
     "inversion); an edit also decodes the inversion for it (one more generator pass a face).",
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
-JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
+JsonOpt = typer.Option(
+    False, "--json",
+    help="JSON Lines on stdout (one object per input, nothing else there; not one JSON document): input, "
+    "outputs, faces, status, error, seconds (from the start of reading that input to its last output "
+    "written; inputs overlap in the pipeline, so a run's seconds add up to more than its wall time), quality.",
+)
 RayOpt = typer.Option(
     False, "--ray",
     help="Run on a Ray cluster: --ray-address, else $RAY_ADDRESS, else one started with `ray start` on this "
@@ -139,9 +192,31 @@ RayOpt = typer.Option(
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
 WorkersOpt = typer.Option(
-    None, "--workers", min=1,
+    None, "--workers", min=1, metavar="N",
     help="With --ray: model actors (default: one per GPU of the cluster; without GPUs, one per 8 of half its CPUs).",
 )
+
+
+# ----------------------------------------------------------------------------- output places
+def check_out_folder(out: Path) -> None:
+    """-o OUT, a folder, must be one that outputs can be written into (exit 2 otherwise): checked
+    before the model is loaded, so a bad -o costs no model time and is not blamed on an input."""
+    from ..atomic import folder_problem
+
+    problem = folder_problem(out)
+    if problem:
+        fail(f"-o {out}: {problem}")
+
+
+def check_out_file(out: Path) -> None:
+    """-o OUT.mp4, a file: not a folder, and its folder one that can be written into (exit 2)."""
+    from ..atomic import folder_problem
+
+    if out.is_dir():
+        fail(f"-o {out}: is a folder, not a file")
+    problem = folder_problem(out.parent)
+    if problem:
+        fail(f"-o {out}: its folder {out.parent}: {problem}")
 
 
 # ----------------------------------------------------------------------------- model and edits
@@ -205,28 +280,36 @@ class RunStatus:
     """Counts of a run for the progress bar and, when stderr is no terminal, a status line at least
     every ``every`` seconds (a long run must not look stuck in a log).
 
-    The time left is estimated from the inputs that were processed (skipped ones take no time)."""
+    The time left is estimated from the inputs that were processed (skipped ones take no time): the
+    time per input as of the last one finished, counted down from then, so that the estimate does not
+    grow while a slow input is under way. Before the first input is finished there is none."""
 
     def __init__(self, what: str, total: int, every: float = 30.0) -> None:
         self.what, self.total, self.every = what, total, every
         self.lock = threading.Lock()
         self.done = self.processed = self.faces = 0
-        self.started = time.monotonic()
+        self.started = self.last = time.monotonic()
         self._stop = threading.Event()
 
     def count(self, job: Job) -> None:
         self.done += 1
         self.faces += job.n_faces
-        self.processed += job.status in ("ok", "error")
+        if job.status in ("ok", "error"):
+            self.processed += 1
+            self.last = time.monotonic()
 
     def text(self, short: bool = False) -> str:
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
         parts = [f"{self.faces} face{'s' * (self.faces != 1)}"]
-        if self.processed and elapsed > 0:
-            parts.append(f"{self.processed / elapsed:.2f} img/s")
-            left = (self.total - self.done) * elapsed / self.processed
-            parts.append(f"~{_duration(left)} left" if self.done < self.total else "")
-        line = ", ".join(p for p in parts if p)
+        if self.processed and self.last > self.started:
+            per_input = (self.last - self.started) / self.processed
+            parts.append(f"{1 / per_input:.2f} img/s")
+            if self.done < self.total:
+                left = max(0.0, (self.total - self.done) * per_input - (now - self.last))
+                parts.append(f"~{_duration(left)} left")
+        elif self.done < self.total:
+            parts.append(f"{_duration(now - self.started)} so far (time left: after the first input)")
+        line = ", ".join(parts)
         return line if short else f"{self.what}: {self.done}/{self.total} inputs, {line}"
 
     @contextlib.contextmanager

@@ -20,11 +20,11 @@ from .common import (
     AlignedOpt,
     BatchOpt,
     CheckpointOpt,
+    Command,
     DeviceOpt,
     DirectionOpt,
     DirectionsOpt,
     FacesOpt,
-    InputsArg,
     JsonOpt,
     LatentsOpt,
     MaxFacesOpt,
@@ -41,11 +41,13 @@ from .common import (
     SaveCropsOpt,
     WeightsDirOpt,
     WorkersOpt,
+    check_out_folder,
     console,
     edit_specs_from_options,
     error,
     face_indices,
     fail,
+    inputs_arg,
     load_for_run,
     note,
     progress,
@@ -106,6 +108,8 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     if ray is None and uris:
         fail(f"{uris[0]}: URIs (s3://, gs://, file://...) can be used with --ray only")
     out_uri = _out_uri(out) if ray is not None and out is not None and is_uri(out) else None
+    if out_uri is None:
+        check_out_folder(options.out_dir)
     items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir, uris=ray is not None)
     # with --ray the actors load the model for their device; this copy checks it, on the CPU
     local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
@@ -116,7 +120,7 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
             write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
                                      "error": str(problem), "seconds": 0.0, "quality": None}) + "\n")
     if not items:
-        fail("no inputs to process", code=2 if not problems else 1)
+        _no_inputs(problems)
 
     status = RunStatus(description, len(items))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -146,8 +150,16 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
             except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
                 fail(str(exc))
-    _print_summary(summary, quiet, extra_failures=len(problems))
+    _print_summary(summary, quiet, out or str(options.out_dir), extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
+
+
+def _no_inputs(problems: list[Any]) -> NoReturn:
+    """Nothing to process: exit 1 when inputs were given and each failed (named above, as any failed
+    input is), 2 when none was given at all (stdin held no paths): a usage error."""
+    if problems:
+        fail(f"no inputs to process: {'the input' if len(problems) == 1 else 'every input'} above failed", code=1)
+    fail("no inputs to process: no paths were given (stdin held none)")
 
 
 def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) -> Optional[dict[str, Any]]:
@@ -177,12 +189,13 @@ def _out_uri(out: str) -> str:
     return out
 
 
-def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) -> None:
+def _print_summary(summary: RunSummary, quiet: bool, out: str, extra_failures: int = 0) -> None:
     counts: dict[str, int] = {}
     for job in summary.jobs:
         counts[job.status] = counts.get(job.status, 0) + 1
     failed = counts.get("error", 0) + extra_failures
-    parts = [f"{counts.get('ok', 0)} done"]
+    faces = sum(job.n_faces for job in summary.jobs if job.status == "ok")
+    parts = [f"{counts.get('ok', 0)} done ({faces} face{'s' * (faces != 1)}) into {out}"]
     if counts.get("skipped"):
         parts.append(f"{counts['skipped']} already done (skipped; --overwrite redoes them)")
     if failed:
@@ -199,10 +212,15 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
 
 
 @app.command(
+    cls=Command,
+    help="Reconstruct faces with HFGI.\n\n"
+    "Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt "
+    "(latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full resolution "
+    "reconstruction of the crop) and OUT/<name>.pt.",
     epilog="Example: hfgi invert photos/ -o out   |   hfgi invert crops/ -o out --aligned --batch-size 8",
 )
 def invert(
-    inputs: list[str] = InputsArg,
+    inputs: list[str] = inputs_arg("{stem}.{ext}"),
     out: str = OutOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
@@ -224,12 +242,7 @@ def invert(
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
 ) -> None:
-    """Reconstruct faces with HFGI.
-
-    Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt
-    (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
-    resolution reconstruction of the crop) and OUT/<name>.pt.
-    """
+    """Reconstruct faces with HFGI (the help text is the command's ``help``)."""
     from ..pipeline import RunOptions
 
     options = RunOptions(Path(out), [], aligned=aligned, overwrite=overwrite, save_crops=save_crops,
@@ -256,14 +269,21 @@ def _list_attrs_callback(value: bool) -> None:
 
 
 @app.command(
+    cls=Command,
+    help="Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image.\n\n"
+    "Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces pasted back, "
+    "one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).",
     epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out",
 )
 def edit(
-    inputs: list[str] = InputsArg,
+    inputs: list[str] = inputs_arg("{stem}_smile+2.{ext}"),
     out: str = OutOpt,
-    attr: list[str] = typer.Option([], "--attr", "-a", help="Attribute to edit (repeatable; see --list-attrs)."),
+    attr: list[str] = typer.Option(
+        [], "--attr", "-a", metavar="NAME", help="Attribute to edit (repeatable; see --list-attrs)."
+    ),
     strength: list[float] = typer.Option(
-        [], "--strength", "-s", help="Strength for each --attr/--direction, in order (one value: for all)."
+        [], "--strength", "-s", metavar="S",
+        help="Strength for each --attr/--direction, in order (one value: for all).",
     ),
     direction: list[Path] = DirectionOpt,
     directions: Optional[Path] = DirectionsOpt,
@@ -280,9 +300,10 @@ def edit(
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
     sweep: Optional[str] = typer.Option(
-        None, "--sweep", metavar="ATTR=FROM:TO:COUNT",
-        help="Instead of edited photos: one encoding, then per face a labelled grid OUT/<name>_sweep-ATTR_<k>.jpg "
-        "of the edit at COUNT strengths from FROM to TO, to pick a strength by eye (e.g. smile=-3:3:7).",
+        None, "--sweep", metavar="SPEC",
+        help="ATTR=FROM:TO:COUNT (e.g. smile=-3:3:7). Instead of edited photos: one encoding, then per face a "
+        "labelled grid OUT/<name>_sweep-ATTR_<k>.jpg of the edit at COUNT strengths from FROM to TO, to pick "
+        "a strength by eye.",
     ),
     quality: bool = QualityOpt,
     overwrite: bool = OverwriteOpt,
@@ -295,11 +316,7 @@ def edit(
         False, "--list-attrs", is_eager=True, callback=_list_attrs_callback, help="List the attributes and exit."
     ),
 ) -> None:
-    """Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image.
-
-    Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
-    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
-    """
+    """Edit faces (the help text is the command's ``help``)."""
     from ..pipeline import RunOptions
 
     if sweep is not None:
@@ -324,6 +341,7 @@ def edit(
 # ----------------------------------------------------------------------------- align
 @app.command(
     "align",
+    cls=Command,
     help=(
         "Find every face and write FFHQ-aligned crops as OUT/<stem>_<k>.png, each with a "
         "<stem>_<k>.json sidecar.\n\n"
@@ -344,11 +362,16 @@ def edit(
     ),
 )
 def align_command(
-    inputs: list[str] = typer.Argument(..., help="Photos, or folders of photos, or - for paths on stdin."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the crops (created if missing)."),
-    size: int = typer.Option(1024, "--size", min=16, help="Side of the aligned crops in pixels."),
+    inputs: list[str] = typer.Argument(
+        ..., metavar="INPUT",
+        help="Photos, or folders of photos (searched recursively), or - for paths on stdin (one a line). A photo "
+        "x.jpg gives OUT/x_0.png, OUT/x_0.json, OUT/x_1.png, ...; a photo in a folder keeps its path inside it "
+        "(photos/sub/x.jpg -> OUT/sub/x_0.png), under the folder's name when several folders are given.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", metavar="OUT", help="Folder for the crops (created if missing)."),
+    size: int = typer.Option(1024, "--size", min=16, metavar="PX", help="Side of the aligned crops in pixels."),
     max_faces: Optional[int] = typer.Option(
-        None, "--max-faces", min=1, help="Keep at most N faces per photo (the largest ones)."
+        None, "--max-faces", min=1, metavar="N", help="Keep at most N faces per photo (the largest ones)."
     ),
     min_face: Optional[float] = MinFaceOpt,
     quiet: bool = QuietOpt,
@@ -356,9 +379,12 @@ def align_command(
     from ..crops import align_items
     from ..inputs import collect_inputs
 
+    check_out_folder(out)
     items, problems = collect_inputs(inputs, sys.stdin, exclude=out, latents=False)
     for problem in problems:
         error(problem)
+    if not items:
+        _no_inputs(problems)
     with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("aligning", total=len(items))
         report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, on_note=note,

@@ -12,11 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from ..interrupt import stop_on_sigint
 from .common import (
     CheckpointOpt,
+    Command,
     DeviceOpt,
     DirectionsOpt,
     PrecisionOpt,
     QuietOpt,
     WeightsDirOpt,
+    check_out_file,
     edit_specs_from_options,
     fail,
     load_for_run,
@@ -31,6 +33,7 @@ app = typer.Typer()
 
 @app.command(
     "video",
+    cls=Command,
     help=(
         "Edit the face in a clip with temporally smoothed alignment; writes OUTPUT.mp4 (H.264, the input's "
         "frame rate, size and audio), OUTPUT.pt (per frame W+ before editing, smoothed crop square, face "
@@ -53,30 +56,43 @@ app = typer.Typer()
     ),
 )
 def video_command(
-    input: Path = typer.Argument(..., help="Video file, GIF, folder of frames, or OUTPUT.pt of an earlier run."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output video (.mp4); OUTPUT.pt is written beside it."),
-    attr: Optional[str] = typer.Option(None, "--attr", "-a", help="Attribute to edit (see `hfgi edit --list-attrs`)."),
-    direction: Optional[Path] = typer.Option(
-        None, "--direction", help="Custom direction file instead of --attr (.pt/.npy; 512, 1x512 or n_latent x 512)."
+    input: Path = typer.Argument(
+        ..., metavar="INPUT", help="Video file, GIF, folder of frames, or OUTPUT.pt of an earlier run."
     ),
-    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength, the same on every frame."),
+    out: Path = typer.Option(
+        ..., "-o", "--out", metavar="OUTPUT.mp4",
+        help="Output video (.mp4); OUTPUT.pt and OUTPUT.distortion.npy are written beside it.",
+    ),
+    attr: Optional[str] = typer.Option(
+        None, "--attr", "-a", metavar="NAME", help="Attribute to edit (see `hfgi edit --list-attrs`)."
+    ),
+    direction: Optional[Path] = typer.Option(
+        None, "--direction", metavar="FILE",
+        help="Custom direction file instead of --attr (.pt/.npy; 512, 1x512 or n_latent x 512).",
+    ),
+    strength: Optional[float] = typer.Option(
+        None, "--strength", "-s", metavar="S", help="Edit strength, the same on every frame."
+    ),
     strength_ramp: Optional[str] = typer.Option(
         None, "--strength-ramp", metavar="A:B", help="Strength changing linearly from A (first frame) to B (last)."
     ),
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
     directions: Optional[Path] = DirectionsOpt,
-    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, help="Frames per model batch."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", min=1, metavar="N", help="Frames per model batch."),
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     smooth_window: int = typer.Option(
-        9, "--smooth-window", min=1, help="Frames (centred) the crop square is smoothed over; 1: no smoothing."
+        9, "--smooth-window", min=1, metavar="N",
+        help="Frames (centred) the crop square is smoothed over; 1: no smoothing.",
     ),
     latent_smooth: float = typer.Option(
-        0.0, "--latent-smooth", min=0.0, max=0.95,
+        0.0, "--latent-smooth", min=0.0, max=0.95, metavar="W",
         help="Exponential moving average of W+ over frames: weight of the previous frame (0: off).",
     ),
-    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of a folder of frames (default 25)."),
+    fps: Optional[float] = typer.Option(
+        None, "--fps", min=0.1, metavar="FPS", help="Frame rate of a folder of frames (default 25)."
+    ),
     quality: bool = typer.Option(
         False, "--quality",
         help="Also decode each frame's inversion and measure it against the tracked crop (identity distance, "
@@ -100,6 +116,7 @@ def video_command(
         fail("give one edit: --attr NAME or --direction FILE")
     if out.suffix.lower() != ".mp4":
         fail(f"-o {out}: the output must be an .mp4 file")
+    check_out_file(out)
     if not input.exists():
         fail(f"{input}: no such file or folder", code=1)
     (spec,) = edit_specs_from_options([attr] if attr else [], [strength or 0.0], [direction] if direction else [])

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingCo
 from rich.table import Table
 
 from .. import weights as w
-from .common import EXIT_USAGE, QuietOpt, error, fail, note, progress
+from .common import EXIT_USAGE, Command, QuietOpt, error, fail, note, progress
 
 # Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
 # ruff: noqa: UP045
@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 
 WeightsDirOption = typer.Option(
-    None, "--weights-dir", help="Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache).",
+    None, "--weights-dir", metavar="DIR",
+    help="Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache).",
     file_okay=False,
 )
 
@@ -44,42 +45,49 @@ def _human(size: Optional[int]) -> str:
     return f"{size} B"
 
 
-@app.command("path", epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
+@app.command("path", cls=Command, epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
 def weights_path(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     """Print the weights folder in use (it may not exist yet)."""
     typer.echo(str(w.resolve_weights_dir(weights_dir)))
 
 
-@app.command("list", epilog="Example: hfgi weights list --weights-dir ./weights")
+@app.command("list", cls=Command, epilog="Example: hfgi weights list --weights-dir ./weights")
 def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     """Show every model file: present or missing, size, and whether its size and SHA-256 check out
     (`hfgi weights verify` also checks the contents)."""
     folder, why = w.locate_weights_dir(weights_dir)
     table = Table(title=f"model files in {folder}", caption=f"folder chosen by: {why}")
+    # names and paths stay whole (no_wrap); the state column, words, wraps between them
     table.add_column("name", no_wrap=True)
-    table.add_column("file", overflow="fold")
-    table.add_column("present", no_wrap=True)
+    table.add_column("file", no_wrap=True)
     table.add_column("size", no_wrap=True, justify="right")
-    table.add_column("verified", overflow="fold", min_width=12)
+    table.add_column("state", min_width=12)
     packages = {p.name: p.package for p in w.load_manifest().packaged}
     for row in w.list_files(weights_dir):
         if row.name in packages:
-            shown = f"packaged: {packages[row.name]}"
+            shown = f"pip: {packages[row.name]}"
         else:
             shown = str(row.path.relative_to(folder)) if row.path else "-"
-        present = "[green]present[/]" if row.present else "[red]missing[/]"
-        verified = f"[red]{escape(row.verified)}[/]" if row.verified.startswith("BAD") else escape(row.verified)
-        table.add_row(row.name, shown, present, _human(row.size), verified)
+        if not row.present:
+            state = "[red]missing[/]"
+        elif row.verified.startswith("BAD"):
+            state = f"[red]present, {escape(row.verified)}[/]"
+        else:
+            state = f"[green]present[/], {escape(row.verified)}"
+        table.add_row(row.name, shown, _human(row.size), state)
     Console().print(table)
 
 
 @app.command(
     "download",
+    cls=Command,
     epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi",
 )
 def weights_download(
     names: Optional[list[str]] = typer.Argument(
-        None, help="Files to fetch (see `hfgi weights list`); default: every missing one."
+        None, metavar="NAME",
+        help="Files to fetch (see `hfgi weights list`); default: every missing file the face model uses "
+        "(ganspace_cars, for a cars checkpoint, only when named).",
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
     force: bool = typer.Option(False, "--force", help="Fetch again even if the file is present."),
@@ -133,11 +141,13 @@ def weights_download(
 
 @app.command(
     "verify",
+    cls=Command,
     epilog="Example: hfgi weights verify hfgi_ffhq   |   hfgi weights verify ~/Downloads/my_ckpt.pt",
 )
 def weights_verify(
     file: Optional[str] = typer.Argument(
-        None, help="A manifest name or a file path; default: every present file in the weights folder."
+        None, metavar="NAME|FILE",
+        help="A manifest name or a file path; default: every present file in the weights folder.",
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
 ) -> None:
