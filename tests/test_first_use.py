@@ -161,7 +161,7 @@ def test_the_last_line_names_the_output_folder_and_the_faces(small_ckpt: Path, t
     result = run_cli("invert", str(FACES / "00044.jpg"), str(FACES / "00051.jpg"), "-o", str(out), "--aligned",
                      "--checkpoint", str(small_ckpt), "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines()[-1] == f"2 done (2 faces) into {out}"
+    assert result.stderr.splitlines()[-1] == f"2 done; 2 faces in {out}"
 
 
 # ---------------------------------------------------------------------------------------------- tables

@@ -195,15 +195,16 @@ def _print_summary(summary: RunSummary, quiet: bool, out: str, extra_failures: i
         counts[job.status] = counts.get(job.status, 0) + 1
     failed = counts.get("error", 0) + extra_failures
     faces = sum(job.n_faces for job in summary.jobs if job.status == "ok")
-    parts = [f"{counts.get('ok', 0)} done ({faces} face{'s' * (faces != 1)}) into {out}"]
+    parts = [f"{counts.get('ok', 0)} done"]
     if counts.get("skipped"):
         parts.append(f"{counts['skipped']} already done (skipped; --overwrite redoes them)")
     if failed:
         parts.append(f"{failed} failed")
     if summary.interrupted:
         parts.append(f"{counts.get('pending', 0)} not started (interrupted)")
+    where = f"; {faces} face{'s' * (faces != 1)} in {out}" if counts.get("ok") else ""
     if not quiet or failed or summary.interrupted:
-        note(", ".join(parts))
+        note(", ".join(parts) + where)
     from ..quality import summary_line
 
     measured = summary_line([(f"{job.item.source} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
