@@ -267,7 +267,13 @@ def find_faces(
     min_face: float | None = None,
     source: str | None = None,
 ) -> FoundFaces:
-    """Detect every face of an upright RGB photo and align each as FFHQ was made, at ``size``."""
+    """Detect every face of an upright RGB photo and align each as FFHQ was made, at ``size``.
+
+    ``min_face`` under ``min_qsize`` raises ValueError: smaller faces would be found only to be
+    skipped (the one rule behind ``--min-face``'s lower bound and the Python API's)."""
+    if min_face is not None and min_face < min_qsize:
+        raise ValueError(f"min_face {min_face:g} px is under {min_qsize:g} px, the smallest face square that is "
+                         "used; smaller faces cannot be edited")
     landmarks = detect_faces(image, min_face=min_face)
     faces, skipped = align_faces(image, landmarks, size, max_faces=max_faces, min_qsize=min_qsize, source=source)
     return FoundFaces(faces, skipped, len(landmarks))

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, JpegImagePlugin
 
 from .atomic import atomic_path
 from .inputs import InputError
+from .reasons import short_reason
 
 if TYPE_CHECKING:
     import torch
@@ -77,9 +78,9 @@ def decode_errors(path: Path) -> Iterator[None]:
     except Image.UnidentifiedImageError:
         raise InputError(f"{path}: not an image (unrecognised format)") from None
     except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({str(exc).splitlines()[0][:100]})") from None
+        raise InputError(f"{path}: unreadable image ({short_reason(exc, 100)})") from None
     except Exception as exc:  # decoders raise many types on corrupt data
-        raise InputError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+        raise InputError(f"{path}: unreadable image ({exc.__class__.__name__}: {short_reason(exc, 80)})") from None
 
 
 def open_image(path: Path) -> Image.Image:

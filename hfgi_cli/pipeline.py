@@ -52,6 +52,7 @@ from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
 from .interrupt import stop_on_sigint
 from .latents import latent_fits, make_record, save_record
 from .quality import FaceQuality
+from .reasons import short_reason
 
 _DONE = object()
 
@@ -491,4 +492,4 @@ def model_failure(job: Job, exc: BaseException) -> str:
 
 def failure_reason(exc: BaseException) -> str:
     """An exception in a few words for a one-line error: its first line, else its class name."""
-    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+    return short_reason(exc, 160) if str(exc).strip() else exc.__class__.__name__

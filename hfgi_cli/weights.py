@@ -32,6 +32,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .reasons import short_reason
+
 # torch (and the model) are imported where a file's contents are checked: `hfgi weights path/list`
 # and `hfgi --help` do not need them.
 
@@ -307,7 +309,7 @@ def _torch_load(path: Path) -> Any:
             raise
         reason = "not a PyTorch file"
     except Exception as exc:
-        reason = f"not a PyTorch file ({str(exc).splitlines()[0][:120]})"
+        reason = f"not a PyTorch file ({short_reason(exc)})"
     raise VerificationError(f"{path}: {reason}")
 
 

@@ -149,11 +149,14 @@ def test_time_left_counts_down_and_does_not_grow_while_an_input_runs(monkeypatch
     clock[0] = 105.0
     assert status.text() == "edit: 0/3 inputs, 0 faces, 5 s so far (time left: after the first input)"
     status.count(Job(collect_inputs([str(FACES / "00044.jpg")])[0][0], status="ok", n_faces=2))  # at 105: 5 s each
-    assert status.text().endswith("0.20 img/s, ~10 s left")
+    assert status.text().endswith("1/3 inputs, 2 faces, 5 s an input, ~10 s left")
     clock[0] = 109.0
     assert status.text().endswith("~6 s left")
-    clock[0] = 160.0  # the second input is slow: the estimate stays at its floor instead of growing
-    assert status.text().endswith("~0 s left")
+    clock[0] = 160.0  # the second input is slow: the estimate does not grow, it says what is left after it
+    assert status.text().endswith("over the estimate: ~5 s more after the input under way")
+    status.count(Job(collect_inputs([str(FACES / "00044.jpg")])[0][0], status="ok", n_faces=1))
+    clock[0] = 400.0
+    assert status.text().endswith("over the estimate, on the last input")
 
 
 def test_the_last_line_names_the_output_folder_and_the_faces(small_ckpt: Path, tmp_path: Path) -> None:
@@ -205,3 +208,26 @@ def test_no_inputs_to_process_exit_status(small_ckpt: Path, tmp_path: Path) -> N
     empty.mkdir()
     result = run_cli("align", str(empty), "-o", str(tmp_path / "crops"))  # the same rule for align
     assert result.returncode == 1 and "no inputs to process" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- one rule each
+def test_min_face_has_one_lower_bound_for_the_api_and_the_cli(tmp_path: Path) -> None:
+    from hfgi_cli.align import MIN_QSIZE
+    from hfgi_cli.detect import find_faces
+
+    assert common.MinFaceOpt.min == MIN_QSIZE
+    with pytest.raises(ValueError, match="min_face 64 px is under 80 px"):
+        find_faces(Image.open(PHOTO), min_face=64)  # what Model.invert/edit(min_face=64) reach
+    result = run_cli("edit", str(PHOTO), "-o", str(tmp_path), "-a", "smile", "--min-face", "64")
+    assert result.returncode == 2 and "80" in result.stderr
+
+
+def test_quoted_library_messages_are_cut_at_a_sentence_or_a_word() -> None:
+    from hfgi_cli.reasons import short_reason
+
+    torch_says = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an "
+                  "internal miniz error. If you're seeing this, please report it\nsecond line")
+    assert short_reason(torch_says) == ("PytorchStreamReader failed reading zip archive: failed finding central "
+                                        "directory. This is an internal miniz error.")
+    assert short_reason("word " * 40, 30) == "word word word word word word…"
+    assert short_reason("short\nmore") == "short"

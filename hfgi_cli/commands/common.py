@@ -153,7 +153,7 @@ FacesOpt = typer.Option(
     "the others stay untouched.",
 )
 MinFaceOpt = typer.Option(
-    None, "--min-face", min=80, metavar="PX",
+    None, "--min-face", min=80, metavar="PX",  # 80: align.MIN_QSIZE, which detect.find_faces enforces too
     help="Smallest face searched for, as its FFHQ crop side in photo pixels (default: 128 px and 4 % of "
     "the photo's long side; faces under 80 px are never used). Smaller finds smaller faces in big photos, "
     "at more detection time. Face numbers (--faces) count the faces found with the same --min-face and "
@@ -282,7 +282,8 @@ class RunStatus:
 
     The time left is estimated from the inputs that were processed (skipped ones take no time): the
     time per input as of the last one finished, counted down from then, so that the estimate does not
-    grow while a slow input is under way. Before the first input is finished there is none."""
+    grow while a slow input is under way (past zero it says so, and what the inputs after that one
+    take). Before the first input is finished there is none."""
 
     def __init__(self, what: str, total: int, every: float = 30.0) -> None:
         self.what, self.total, self.every = what, total, every
@@ -303,10 +304,16 @@ class RunStatus:
         parts = [f"{self.faces} face{'s' * (self.faces != 1)}"]
         if self.processed and self.last > self.started:
             per_input = (self.last - self.started) / self.processed
-            parts.append(f"{1 / per_input:.2f} img/s")
+            parts.append(f"{1 / per_input:.2f} img/s" if per_input < 1 else f"{_duration(per_input)} an input")
             if self.done < self.total:
-                left = max(0.0, (self.total - self.done) * per_input - (now - self.last))
-                parts.append(f"~{_duration(left)} left")
+                left = (self.total - self.done) * per_input - (now - self.last)
+                after = (self.total - self.done - 1) * per_input  # once the input under way is done
+                if left > 0:
+                    parts.append(f"~{_duration(left)} left")
+                elif after > 0:
+                    parts.append(f"over the estimate: ~{_duration(after)} more after the input under way")
+                else:
+                    parts.append("over the estimate, on the last input")
         elif self.done < self.total:
             parts.append(f"{_duration(now - self.started)} so far (time left: after the first input)")
         line = ", ".join(parts)

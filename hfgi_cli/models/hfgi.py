@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..reasons import short_reason
 from .encoders import Encoder4Editing, ResidualAligner, ResidualEncoder
 from .stylegan2 import Form, Generator
 
@@ -116,7 +117,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         except Exception as exc:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint ({exc.__class__.__name__})") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({short_reason(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
     return ckpt
