@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from .. import weights as w
 
@@ -66,6 +66,16 @@ def write_stdout(line: str) -> None:
 
 
 # ----------------------------------------------------------------------------- help texts
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Flags show no value; arguments show their metavar alone (see ``Command``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # a flag takes no value
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            param.display_type_rich = _no_type  # the metavar says it
+    return params
+
+
 class Command(TyperCommand):
     """Every hfgi command: its help names values by their metavars (OUT, FILE, N) and shows none
     for flags. Recent Typer labels each parameter with its Python type instead (``<str>``,
@@ -73,13 +83,7 @@ class Command(TyperCommand):
     shows the metavars already, so this changes nothing there."""
 
     def get_params(self, ctx: typer.Context) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""  # a flag takes no value
-            if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
-                param.display_type_rich = _no_type  # type: ignore[method-assign]  # the metavar says it
-        return params
+        return _plain_metavars(super().get_params(ctx))
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -94,6 +98,13 @@ class Command(TyperCommand):
 
 def _no_type(ctx: typer.Context) -> None:
     return None
+
+
+class Group(TyperGroup):
+    """``hfgi`` and ``hfgi weights``: their own options (--help, --version) as ``Command`` shows them."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
 
 
 def inputs_arg(example: str) -> Any:

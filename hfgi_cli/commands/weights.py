@@ -12,12 +12,13 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingCo
 from rich.table import Table
 
 from .. import weights as w
-from .common import EXIT_USAGE, Command, QuietOpt, error, fail, note, progress
+from .common import EXIT_USAGE, Command, Group, QuietOpt, error, fail, note, progress
 
 # Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
 # ruff: noqa: UP045
 
 app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     help=(
         "Get, find and check the model files. They live in --weights-dir, else $HFGI_HOME, else "
