@@ -160,8 +160,12 @@ def eval_command(
         ranked = sorted((r for r in records if r.get("identity_distance") is not None),
                         key=lambda r: -r["identity_distance"])[:5]
         if ranked:
-            out.print("worst 5 by identity distance: " + ", ".join(
-                f"{escape(Path(r['result']).name)} {r['identity_distance']:.3f}" for r in ranked), highlight=False)
+            worst = [f"{Path(r['result']).name} {r['identity_distance']:.3f}" for r in ranked]
+            line = "worst 5 by identity distance: " + ", ".join(worst)
+            # a name and its value never split across lines: one a line when the list does not fit
+            lines = [line] if len(line) <= out.width else ["worst 5 by identity distance:", *(f"  {w}" for w in worst)]
+            for text in lines:
+                out.print(escape(text), highlight=False)
         for v in videos:
             out.print(f"{escape(v['result'])}: {v['frames']} frames, TL-ID {_cell(v['tl_id'])}, "
                       f"TG-ID {_cell(v['tg_id'])}, identity distance mean {_cell(v['identity_distance'])} "
