@@ -153,7 +153,7 @@ def test_time_left_counts_down_and_does_not_grow_while_an_input_runs(monkeypatch
     clock[0] = 109.0
     assert status.text().endswith("~6 s left")
     clock[0] = 160.0  # the second input is slow: the estimate does not grow, it says what is left after it
-    assert status.text().endswith("over the estimate: ~5 s more after the input under way")
+    assert status.text().endswith("over the estimate: ~5 s left after the input under way")
     status.count(Job(collect_inputs([str(FACES / "00044.jpg")])[0][0], status="ok", n_faces=1))
     clock[0] = 400.0
     assert status.text().endswith("over the estimate, on the last input")
