@@ -212,13 +212,13 @@ BetaOpt = typer.Option(
     "fewer channels, a more focused edit).",
 )
 DetailOpt = typer.Option(
-    1.0, "--detail", min=0.0, max=1.0, metavar="D",
-    help="How much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
+    1.0, "--detail", metavar="D",  # 0..1, checked in edit_specs_from_options (typer's range label is wide)
+    help="0..1: how much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
     "(lower it when an edit that removes something, hair or glasses, brings it back).",
 )
 CombineOpt = typer.Option(
     False, "--combine",
-    help="All the edits together in one output (e.g. older and smiling: OUT/<name>_age+2_smile+1.5.jpg) "
+    help="All the edits together in one output (e.g. older and smiling: OUT/<name>_age+2_smile+1.jpg) "
     "instead of one output each.",
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
@@ -295,6 +295,8 @@ def edit_specs_from_options(
     that order), one each, or one with all of them (--combine); bad values exit 2 here."""
     from ..edits import EditError, EditSpec, as_edit_specs, text_spec
 
+    if not 0.0 <= detail <= 1.0:
+        fail(f"--detail takes a value from 0 to 1, not {detail:g}")
     texts = texts or []
     count = len(attrs) + len(directions) + len(texts)
     if not count:
