@@ -31,6 +31,8 @@ from .moves import Edited, ModelShape, Move, scaled
 
 DEFAULT_BETA = 0.15
 DEFAULT_NEUTRAL = "face"
+"""StyleCLIP wants the text without the change (``face with hair`` for ``face with curly hair``);
+without one, the plain ``face`` (as STIT does)."""
 TEXT_RANGE = (-10.0, 10.0)
 S_MEAN_STD = "styleclip/S_mean_std"
 TEMPLATES = "styleclip/templates.txt"
@@ -38,12 +40,6 @@ FS3 = "styleclip/fs3.npy"
 CLIP_WEIGHTS = "styleclip/ViT-B-32.pt"
 FETCH = "hfgi weights download styleclip"
 EXTRA = "pip install 'hfgi-cli[text]'"
-
-
-def default_neutral(text: str) -> str:
-    """StyleCLIP wants the text without the change (``face with hair`` for ``face with curly hair``);
-    without one, the plain ``face`` (as STIT does)."""
-    return DEFAULT_NEUTRAL
 
 
 def needed_files() -> tuple[str, ...]:
