@@ -21,6 +21,7 @@ from hfgi_cli.edits import EditSpec
 from hfgi_cli.engine import Model, load_model
 from hfgi_cli.evaluate import evaluate_video
 from hfgi_cli.video import ffmpeg, tracking
+from hfgi_cli.video import store as hv_store
 
 from .conftest import FACES, run_cli
 from .video_clips import Person, Scene, make_scene, write_mp4
@@ -176,18 +177,7 @@ def test_every_face_is_edited_and_nothing_else(two_people) -> None:
     assert np.min(changed) > 3.0  # every face on every frame was replaced
 
 
-def test_nearer_face_is_pasted_on_top(two_people) -> None:
-    _scene, _folder, out, _result, written = two_people
-    tracks = torch.load(out.with_suffix(".pt"))["tracks"]
-    side = [float(np.hypot(*(t["quad"][0, 3] - t["quad"][0, 0]))) for t in tracks]
-    assert side[1] > side[0]  # face 1 is the nearer one
-    # where both masks are full, the frame shows face 1's paste alone: a re-run of face 1 on its
-    # own gives the same pixels there (checked in the next test); here: both pastes overlap somewhere
-    overlap = [t for t in range(8) if ((masks(tracks[0], t, SIZE) > 0.99) & (masks(tracks[1], t, SIZE) > 0.99)).any()]
-    assert overlap, "the scene should make the two faces overlap"
-
-
-def test_rerun_edits_a_chosen_face_without_the_encoder(two_people, model: Model, small_ckpt: Path,
+def test_rerun_edits_a_chosen_face_and_the_nearer_is_on_top(two_people, model: Model, small_ckpt: Path,
                                                        small_directions: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     scene, _folder, out, _result, first = two_people
@@ -202,12 +192,18 @@ def test_rerun_edits_a_chosen_face_without_the_encoder(two_people, model: Model,
                                        hv.VideoOptions(EditSpec("smile", 3.0), faces=(1,)))
     assert again.from_latents and again.edited == [1] and again.faces == 8
     tracks = torch.load(out.with_suffix(".pt"))["tracks"]
+    side = [float(np.hypot(*(t["quad"][0, 3] - t["quad"][0, 0]).numpy())) for t in tracks]
+    assert side[1] > side[0]  # face 1 is the nearer one
+    overlaps = 0
     for t, (before, after, both) in enumerate(zip(scene.frames, written, first)):
         w0, w1 = masks(tracks[0], t, SIZE), masks(tracks[1], t, SIZE)
         assert np.array_equal(before[w1 == 0], after[w1 == 0]), f"frame {t}: face 0 or the rest changed"
-        alone = (w1 > 0.99) & (w0 == 0)
-        assert np.abs(after[alone].astype(np.int16) - both[alone]).mean() < 1.0  # face 1 as the first run made it
-        assert np.abs(after[w1 > 0.99].astype(np.int16) - before[w1 > 0.99]).mean() > 3.0
+        full = w1 > 0.99
+        assert np.abs(after[full].astype(np.int16) - before[full]).mean() > 3.0
+        # face 1 as the first run made it, where face 0 was pasted underneath too: the nearer is on top
+        assert np.abs(after[full].astype(np.int16) - both[full]).mean() < 1.0
+        overlaps += int((full & (w0 > 0.99)).sum())
+    assert overlaps > 100, "the scene should make the two faces overlap"
 
 
 def test_faces_naming_a_missing_track(two_people, small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
@@ -226,6 +222,10 @@ def test_faces_naming_a_missing_track(two_people, small_ckpt: Path, small_direct
     assert str(folder) in line and "no face 7" in line
     r = run_cli("video", str(folder), "--faces", "one", "-o", str(tmp_path / "z.mp4"), *common)
     assert r.returncode == 2 and "--faces" in r.stderr
+    r = run_cli("video", str(pt), "--list-faces")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 2, r.stdout
+    assert lines[0].startswith("face 0: frames 0-7, detected on ") and lines[1] == "face 1: frames 0-7, detected on 8"
 
 
 def test_a_clip_without_any_face(small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
@@ -277,3 +277,19 @@ def test_eval_scores_each_person(two_people) -> None:
         assert face["frames"] >= 4 and face["tl_id"] is not None and face["flicker"] is not None
     assert record["tl_id"] == min(f["tl_id"] for f in record["faces"])
     assert record["identity_distance_max"] == max(f["identity_distance_max"] for f in record["faces"])
+
+
+def test_a_one_face_file_of_the_first_format_reads_as_one_track(tmp_path: Path) -> None:
+    n = 3
+    v1 = {"format": "hfgi-video/1", "source": "/x/clip.mp4", "source_kind": "video", "fps": 25.0, "size": [64, 48],
+          "n_frames": n, "checkpoint": "c.pt", "n_latent": 10, "style_dim": 64, "latent": torch.randn(n, 10, 64),
+          "found": torch.tensor([False, True, True]), "detected": torch.tensor([False, True, False]),
+          "quad": torch.zeros(n, 4, 2, dtype=torch.float64), "raw_quad": torch.zeros(n, 4, 2, dtype=torch.float64),
+          "landmarks": torch.zeros(n, 68, 2), "segment": torch.tensor([-1, 0, 0]),
+          "distortion_file": "clip.distortion.npy", "distortion_row": torch.tensor([-1, 0, 1]), "smooth_window": 9,
+          "edit": {}}
+    torch.save(v1, tmp_path / "old.pt")
+    (track,) = hv_store.read_video_latents(tmp_path / "old.pt", 10, 64)["tracks"]
+    assert track["frame"].tolist() == [1, 2] and track["distortion_row"].tolist() == [0, 1] and track["inverted"]
+    assert torch.equal(track["latent"], v1["latent"][1:])
+    assert [(t.id, t.first, t.last, t.detected) for t in hv.stored_tracks({"tracks": [track]})] == [(0, 1, 2, 1)]

@@ -134,8 +134,10 @@ def face_mask(side: int) -> Image.Image:
 
 
 def make_scene(people: list[Person], n: int, size: tuple[int, int] = (320, 240), fps: float = 25.0,
-               background: tuple[int, int, int] = (90, 90, 90)) -> Scene:
-    """Frames with every shown person drawn on a plain background, the larger (nearer) face on top."""
+               background: tuple[int, int, int] = (90, 90, 90), noise: float = 0.0, seed: int = 0) -> Scene:
+    """Frames with every shown person drawn on a plain background, the larger (nearer) face on top
+    (``noise``: Gaussian noise of that standard deviation added to each frame)."""
+    rng = np.random.default_rng(seed)
     quads = np.full((n, len(people), 4, 2), np.nan)
     frames = []
     for t in range(n):
@@ -154,5 +156,8 @@ def make_scene(people: list[Person], n: int, size: tuple[int, int] = (320, 240),
             rgb = Image.fromarray(render(photo.convert("RGB"), m, size))
             alpha = Image.fromarray(render(face_mask(photo.width).convert("RGB"), m, size)[..., 0], "L")
             frame.paste(rgb, (0, 0), alpha)
-        frames.append(np.asarray(frame))
+        pixels = np.asarray(frame)
+        if noise:
+            pixels = np.clip(pixels + rng.normal(0, noise, pixels.shape), 0, 255).astype(np.uint8)
+        frames.append(pixels)
     return Scene(frames, quads, fps)

@@ -97,6 +97,23 @@ def _list_faces(input: Path, sheet: Optional[Path], fps: Optional[float], smooth
             note(f"wrote {sheet}: {len(tracks)} face(s) of {src.path}")
 
 
+def _list_stored_faces(latents: Path, sheet: Optional[Path]) -> None:
+    """--list-faces of an OUTPUT.pt: its tracks, and which of them can be edited again."""
+    from .. import video as hv
+    from ..video.store import read_video_file
+
+    if sheet is not None:
+        fail("--list-faces of an OUTPUT.pt lists its tracks only (it keeps no pixels for a contact sheet)")
+    try:
+        data = read_video_file(latents)
+    except hv.VideoError as exc:
+        fail(str(exc), code=1)
+    if not data["tracks"]:
+        fail(f"{latents}: holds no face (no face was found in {data['source']})", code=1)
+    for line, track in zip(_track_lines(hv.stored_tracks(data)), data["tracks"]):
+        write_stdout(line + ("" if track["inverted"] else " (not inverted: a re-run cannot edit it)") + "\n")
+
+
 def _summary(result: VideoResult) -> str:
     if result.from_latents:
         written, how = f"{result.output}", "from stored codes, encoder not run"
@@ -153,7 +170,7 @@ def video_command(
     ),
     list_faces: bool = typer.Option(
         False, "--list-faces", help="Only track the faces (no model): one line per track on stdout (id, frame "
-        "span, frames detected); -o SHEET.jpg also writes a contact sheet."
+        "span, frames detected); -o SHEET.jpg also writes a contact sheet. Of an OUTPUT.pt: its stored tracks."
     ),
     preview: bool = typer.Option(
         False, "--preview", help="Also write OUTPUT_faces.jpg: each track's id, largest crop and frame span."
@@ -188,11 +205,12 @@ def video_command(
     except ValueError as exc:
         fail(str(exc))
     if list_faces:
-        if from_latents:
-            fail("--list-faces tracks a clip; for an OUTPUT.pt its tracks are listed by a re-run's summary")
         if not input.exists():
             fail(f"{input}: no such file or folder", code=1)
-        _list_faces(input, out, fps, smooth_window, quiet)
+        if from_latents:
+            _list_stored_faces(input, out)
+        else:
+            _list_faces(input, out, fps, smooth_window, quiet)
         return
     ramp = None
     if strength_ramp is not None:

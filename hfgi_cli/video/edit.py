@@ -258,10 +258,10 @@ class _Writer:
     """Encodes finished frames and reports progress; a set ``stop`` (Ctrl-C) ends the run here,
     between frames, and the caller's ExitStack removes every temporary file."""
 
-    def __init__(self, out: VideoOutput, editor: FrameEditor, total: int | None,
+    def __init__(self, out: VideoOutput, editor: FrameEditor, total: int | None, people: Callable[[], int],
                  on_progress: ProgressCallback | None, stop: threading.Event | None) -> None:
-        self.out, self.editor, self.total, self.on_progress, self.stop = out, editor, total, on_progress, stop
-        self.people: Callable[[], int] = lambda: 0
+        self.out, self.editor, self.total, self.people = out, editor, total, people
+        self.on_progress, self.stop = on_progress, stop
 
     def __call__(self, frames: list[np.ndarray]) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -355,8 +355,7 @@ def edit_video(
         out = VideoOutput(stack, output, src.size, src.fps)
         store = VideoStore(stack, output, model.n_latent, model.style_dim)
         editor = FrameEditor(model, opts, src.n_frames, str(src.path), store)
-        write = _Writer(out, editor, src.n_frames, on_progress, stop)
-        write.people = lambda: len(tracker.tracks)
+        write = _Writer(out, editor, src.n_frames, lambda: len(tracker.tracks), on_progress, stop)
         for index, pixels, faces in tracker.run(iter_frames(src)):
             edited = []
             for face in faces:
@@ -458,8 +457,7 @@ def edit_video_from_latents(
         stack.callback(rows.close)
         out = VideoOutput(stack, output, src.size, src.fps)
         editor = FrameEditor(model, opts, n, str(source), None)
-        write = _Writer(out, editor, n, on_progress, stop)
-        write.people = lambda: len(chosen)
+        write = _Writer(out, editor, n, lambda: len(chosen), on_progress, stop)
         for frame in _stored_frames(chosen, rows, iter_frames(src), n, src.size, str(source)):
             write(editor.push(frame))
         write(editor.flush())

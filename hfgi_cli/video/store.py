@@ -190,8 +190,8 @@ def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**{k: data[k] for k in keep if k in data}, "format": VIDEO_FORMAT, "tracks": [track] if len(frames) else []}
 
 
-def read_video_latents(path: str | os.PathLike[str], n_latent: int, style_dim: int) -> dict[str, Any]:
-    """Load ``OUT.pt`` written by a first run and check that it fits the model."""
+def read_video_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load ``OUT.pt`` written by a first run (either format, as ``hfgi-video/2``)."""
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,8 +199,14 @@ def read_video_latents(path: str | os.PathLike[str], n_latent: int, style_dim: i
         raise VideoError(f"{path}: not a latent file ({str(exc).splitlines()[0][:80]})") from None
     if not isinstance(data, dict) or data.get("format") not in (VIDEO_FORMAT, VIDEO_FORMAT_V1):
         raise VideoError(f"{path}: not a video latent file written by `hfgi video`")
+    return _from_v1(data) if data["format"] == VIDEO_FORMAT_V1 else data
+
+
+def read_video_latents(path: str | os.PathLike[str], n_latent: int, style_dim: int) -> dict[str, Any]:
+    """``read_video_file``, checked to fit the model."""
+    data = read_video_file(path)
     if (data["n_latent"], data["style_dim"]) != (n_latent, style_dim):
         raise VideoError(
             f"{path}: codes of {data['n_latent']}x{data['style_dim']} do not fit this model ({n_latent}x{style_dim})"
         )
-    return _from_v1(data) if data["format"] == VIDEO_FORMAT_V1 else data
+    return data
