@@ -326,7 +326,8 @@ def track_clip(
     src = open_source(source, fps)
     tracker = Tracker(smooth_window, min_qsize=min_qsize)
     n = 0
-    for n, _pixels, _faces in ((i + 1, p, f) for i, p, f in tracker.run(iter_frames(src))):
+    for index, _pixels, _faces in tracker.run(iter_frames(src)):
+        n = index + 1
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         if on_progress is not None:

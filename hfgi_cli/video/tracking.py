@@ -336,7 +336,7 @@ class Associator:
             track = self.tracks[out[k]]
             track.last, track.detected = frame, track.detected + 1
             self._last[track.id] = (frame, v, thumbs[k])
-            if k in described and alone[k]:
+            if k in described and (alone[k] or not track.descriptor_count):  # a first one even if overlapped
                 track.descriptor_sum = track.descriptor_sum + described[k]
                 track.descriptor_count += 1
                 track.described = frame
