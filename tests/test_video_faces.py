@@ -277,6 +277,10 @@ def test_eval_scores_each_person(two_people) -> None:
         assert face["frames"] >= 4 and face["tl_id"] is not None and face["flicker"] is not None
     assert record["tl_id"] == min(f["tl_id"] for f in record["faces"])
     assert record["identity_distance_max"] == max(f["identity_distance_max"] for f in record["faces"])
+    r = run_cli("eval", str(clip), str(out))
+    assert r.returncode == 0, r.stderr
+    for face in record["faces"]:
+        assert f"face {face['face']}: {face['frames']} frames" in r.stdout and "TL-ID" in r.stdout
 
 
 def test_a_one_face_file_of_the_first_format_reads_as_one_track(tmp_path: Path) -> None:
