@@ -36,8 +36,8 @@ import torch
 from PIL import Image
 
 from ..align import MIN_QSIZE, AlignedFace, align_quad
-from ..edits import EditSpec
-from ..engine import FaceWork, Model, Slot, Work, slot_label
+from ..edits import Edited, Output, describe, is_per_image
+from ..engine import FaceWork, Model, Slot, Work, slot_detail, slot_label
 from ..images import Photo, image_to_tensor
 from ..models.hfgi import ENCODER_INPUT_SIZE
 from ..quality import FaceQuality
@@ -70,10 +70,14 @@ class Progress:
 
 ProgressCallback = Callable[[Progress], None]
 
+PER_IMAGE_MOVE_SMOOTHING = 0.8
+"""Weight of the previous frame in the moving average of a per-image edit's move (GradCtrl): about
+five frames' worth, so a move that changes with the frame's own codes does not flicker."""
+
 
 @dataclass
 class VideoOptions:
-    edit: EditSpec
+    edit: Output
     """The edit; its strength applies to every frame unless ``ramp`` is given."""
     ramp: tuple[float, float] | None = None
     """Strength from A on the first frame to B on the last."""
@@ -179,6 +183,7 @@ class FrameEditor:
             raise VideoError("--strength-ramp needs the number of frames, which this input does not tell")
         self.model, self.opts, self.n_frames, self.source, self.store = model, opts, n_frames, source, store
         self.emas: dict[int, LatentEMA] = {}
+        self.move_emas: dict[int, LatentEMA] | None = {} if is_per_image(opts.edit) else None
         self.pending: list[Frame] = []
         self.quality: list[tuple[int, int, FaceQuality]] = []
         self.faces = self.detected = 0
@@ -207,7 +212,12 @@ class FrameEditor:
         for batch in _batches(faces, self.opts.batch_size):
             slot = self._slot([frame.index for frame, _ in batch])
             slots = [None, slot] if measure else [slot]
-            self.model.decode_faces([face.work for _, face in batch], slots)
+            if self.move_emas is None:
+                self.model.decode_faces([face.work for _, face in batch], slots)
+            else:
+                if measure:
+                    self.model.decode_faces([face.work for _, face in batch], [None])
+                self._decode_smoothed_move(batch, slot)
         label = slot_label(slots[-1])
         for frame in frames:
             if not frame.faces:
@@ -227,6 +237,20 @@ class FrameEditor:
                         face.record.quality = done.quality
                 face.work.outputs.clear()
         return [f.pixels for f in frames]
+
+    def _decode_smoothed_move(self, batch: list[tuple[Frame, FrameFace]], slot: Slot) -> None:
+        """A per-image edit (GradCtrl) computes its move of W+ on every frame; each track's moves
+        are averaged over frames (``PER_IMAGE_MOVE_SMOOTHING``) so that the edit does not flicker."""
+        assert self.move_emas is not None
+        latent = torch.stack([face.work.latent for _, face in batch])  # type: ignore[misc]
+        with self.model.runtime.session():
+            edited = self.model.apply_edit(latent.to(self.model.device), slot)
+        moves = edited.codes.float().cpu() - latent
+        smoothed = torch.stack([
+            self.move_emas.setdefault(face.track, LatentEMA(PER_IMAGE_MOVE_SMOOTHING))(frame.index, face.segment, m)
+            for (frame, face), m in zip(batch, moves)])
+        self.model.decode_codes([face.work for _, face in batch], Edited(latent + smoothed, edited.offsets),
+                                slot_detail(slot))
 
     def _encode(self, faces: list[FrameFace]) -> None:
         self.model.encode_faces([f.work for f in faces])
@@ -369,8 +393,7 @@ def edit_video(
         write(editor.flush())
         audio = src.kind == "video" and src.has_audio
         _finish(out, src.path if audio else None, stop)
-        edit = {"attr": opts.edit.attr, "direction_file": opts.edit.direction_file, "strength": opts.edit.strength,
-                "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
+        edit = {**describe(opts.edit), "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
         ids = [t.id for t in tracker.tracks]
         inverted = {k for k in ids if chosen is None or k in chosen}
         # the codes before the video: an existing OUT.mp4 always has its latents
