@@ -93,9 +93,10 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         "worst 5 by identity distance).\n\n"
         "ORIGINALS and RESULTS are files or folders; results are matched to originals by name as hfgi names "
         "its outputs (photo_smile+2.jpg -> photo.jpg, in the same sub-folder); face crops (_<k>), previews and "
-        "sweep grids are left out. Two videos (clip.mp4 edited.mp4): per-frame identity distance to the "
-        "source, STIT's TL-ID and TG-ID (1: the identity is as steady as in the source) and the face region's "
-        "flicker (mean absolute change between frames, 0-255) of both clips.\n\n"
+        "sweep grids are left out. Two videos (clip.mp4 edited.mp4): per face (tracked as `hfgi video` tracks "
+        "them, same ids) and for the clip, identity distance to the source, STIT's TL-ID and TG-ID (1: the "
+        "identity is as steady as in the source) and the face region's flicker (mean absolute change between "
+        "frames, 0-255) of both clips.\n\n"
         "Exit status: 0 ok, 1 a pair could not be evaluated or a result has no original, 2 usage error."
     ),
     epilog="Example: hfgi eval photos/ out/ --json > scores.jsonl   |   hfgi eval clip.mp4 smile.mp4",
@@ -171,6 +172,11 @@ def eval_command(
                       f"TG-ID {_cell(v['tg_id'])}, identity distance mean {_cell(v['identity_distance'])} "
                       f"(max {_cell(v['identity_distance_max'])}), flicker {_cell(v['flicker'], 2)} "
                       f"(source {_cell(v['source_flicker'], 2)})", highlight=False)
+            for f in v["faces"]:
+                out.print(f"  face {f['face']}: {f['frames']} frames ({f['first']}-{f['last']}), TL-ID "
+                          f"{_cell(f['tl_id'])}, TG-ID {_cell(f['tg_id'])}, identity distance mean "
+                          f"{_cell(f['identity_distance'])} (max {_cell(f['identity_distance_max'])}), flicker "
+                          f"{_cell(f['flicker'], 2)} (source {_cell(f['source_flicker'], 2)})", highlight=False)
     if failed or matched.problems:
         raise typer.Exit(1)
 
