@@ -47,13 +47,12 @@ def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
 
 
 def run_process(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 900,
-                env: dict[str, str] | None = None, user: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `hfgi` as a user would: a separate process, text in and out (as ``user``, a uid, when
-    given: a test run by root needs another user to meet a permission)."""
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `hfgi` as a user would: a separate process, text in and out."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hfgi_cli", *args],
-        input=stdin, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env, user=user,
+        input=stdin, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env,
     )
 
 
