@@ -81,6 +81,11 @@ class _NetShape:
     def n_latent(self) -> int:
         return self.config.n_latent
 
+    def style_layout(self) -> tuple[tuple[int, bool], ...]:
+        from .models.hfgi import style_layout_of
+
+        return style_layout_of(self.config)
+
 
 @dataclass(frozen=True)
 class ModelShape:

@@ -139,6 +139,16 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "latent_avg"}
 
 
+@lru_cache(maxsize=4)
+def style_layout_of(config: ModelConfig) -> tuple[tuple[int, bool], ...]:
+    """Per StyleSpace layer of an architecture's generator (``Generator.style_layers`` order):
+    (channels, whether it is a to-RGB layer). Built on the meta device: no weights needed."""
+    with torch.device("meta"):
+        decoder = Generator(config.size, config.style_dim, config.n_mlp, config.channel_multiplier,
+                            config.channel_max)
+    return tuple((conv.in_ch, not conv.demodulate) for conv in decoder.style_layers())
+
+
 def check_published_state(ckpt: dict[str, Any], origin: str = "checkpoint") -> ModelConfig:
     """The one structure check of a checkpoint (loading and ``hfgi weights verify`` both use it):
     every key and tensor shape of ``state_dict`` and the shape of ``latent_avg`` against the
@@ -274,7 +284,7 @@ class HFGI(nn.Module):
 
     def style_layout(self) -> tuple[tuple[int, bool], ...]:
         """Per StyleSpace layer of the generator: (channels, whether it is a to-RGB layer)."""
-        return tuple((conv.in_ch, not conv.demodulate) for conv in self.decoder.style_layers())
+        return style_layout_of(self.config)
 
     @staticmethod
     def to_low_res(image: torch.Tensor) -> torch.Tensor:
