@@ -146,7 +146,7 @@ def as_a_user() -> tuple[list[str], bool]:
 def parse_json_lines(stdout: str) -> list[dict]:
     records = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is a JSON object
     for r in records:
-        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality"}, r
+        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality", "edits"}, r
     return records
 
 

@@ -121,17 +121,18 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     # with --ray the actors load the model for their device; this copy checks it, on the CPU
     local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
     model = load_for_run(**local_args, edits=edits or options.edits)
+    from ..edits import describe
+
+    described = [describe(e) for e in edits or options.edits] or None  # what each --json line's outputs are
     for problem in problems:
         error(problem)
         if as_json:
             write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
-                                     "error": str(problem), "seconds": 0.0, "quality": None}) + "\n")
+                                     "error": str(problem), "seconds": 0.0, "quality": None,
+                                     "edits": described}) + "\n")
     if not items:
         _no_inputs(problems)
 
-    from ..edits import describe
-
-    described = [describe(e) for e in edits or options.edits] or None  # what each --json line's outputs are
     status = RunStatus(description, len(items))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -278,7 +279,7 @@ def invert(
     "image.\n\nOutputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces pasted "
     "back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png and .pt (--aligned); a text edit "
     "is named after its prompt (face-with-curly-hair+4).",
-    epilog="Examples: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
+    epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
     "hfgi edit photos/ --attr age --attr smile -s 2 -s 1.5 --combine -o out   |   "
     "hfgi edit photos/ --text \"face with curly hair\" --neutral \"face with hair\" -s 4 -o out",
 )
