@@ -1,0 +1,370 @@
+"""`hfgi align`, `hfgi invert` and `hfgi edit`: photos (and crops, and latent files) in, files out.
+
+``invert``/``edit`` stream their inputs through ``pipeline.Pipeline`` (or, with --ray, the same
+stages on a Ray cluster); ``align`` calls ``crops.align_items``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .common import (
+    AlignedOpt,
+    BatchOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    DirectionOpt,
+    DirectionsOpt,
+    FacesOpt,
+    InputsArg,
+    JsonOpt,
+    LatentsOpt,
+    MaxFacesOpt,
+    MinFaceOpt,
+    OutOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    PreviewOpt,
+    QualityOpt,
+    QuietOpt,
+    RayAddressOpt,
+    RayOpt,
+    RunStatus,
+    SaveCropsOpt,
+    WeightsDirOpt,
+    WorkersOpt,
+    console,
+    edit_specs_from_options,
+    error,
+    face_indices,
+    fail,
+    load_for_run,
+    note,
+    progress,
+    write_stdout,
+)
+
+if TYPE_CHECKING:
+    from ..edits import EditSpec
+    from ..pipeline import Job, RunOptions, RunSummary
+
+# Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
+# ruff: noqa: UP045
+
+app = typer.Typer()
+
+def _sweep(text: str) -> Any:
+    """``attr=from:to:count`` -> pipeline.Sweep."""
+    from ..edits import EditError, check_attribute
+    from ..pipeline import Sweep
+
+    attr, _, span = text.partition("=")
+    try:
+        start, stop, count = span.split(":")
+        a, b, n = float(start), float(stop), int(count)
+    except ValueError:
+        fail(f"--sweep takes ATTR=FROM:TO:COUNT (e.g. smile=-3:3:7), not {text!r}")
+    if not 2 <= n <= 25:
+        fail(f"--sweep: COUNT must be 2..25, not {n}")
+    if a == b:
+        fail(f"--sweep: FROM and TO must differ, not both {a:g}")
+    try:
+        check_attribute(attr)
+    except EditError as exc:
+        fail(f"--sweep: {exc}")
+    return Sweep(attr, tuple(round(a + (b - a) * k / (n - 1), 6) for k in range(n)))
+
+
+# ----------------------------------------------------------------------------- invert / edit
+def _latents(mode: str) -> str:
+    from ..pipeline import LATENT_MODES
+
+    if mode not in LATENT_MODES:
+        fail(f"--latents must be one of {', '.join(LATENT_MODES)}, not {mode!r}")
+    return mode
+
+
+def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
+         as_json: bool, edits: Optional[list[EditSpec]] = None, ray: Optional[dict[str, Any]] = None,
+         out: Optional[str] = None) -> NoReturn:
+    """Load the model, check every edit up front, then stream the inputs through the pipeline (or,
+    with ``ray`` (``run_on_ray``'s address and workers), run it on a Ray cluster). ``out``: -o as
+    given (a URI, with --ray)."""
+    from ..inputs import collect_inputs
+    from ..pipeline import Pipeline
+    from ..remote import is_uri
+
+    uris = [text for text in [*inputs, out or ""] if is_uri(text)]
+    if ray is None and uris:
+        fail(f"{uris[0]}: URIs (s3://, gs://, file://...) can be used with --ray only")
+    out_uri = _out_uri(out) if ray is not None and out is not None and is_uri(out) else None
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir, uris=ray is not None)
+    # with --ray the actors load the model for their device; this copy checks it, on the CPU
+    local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
+    model = load_for_run(**local_args, edits=edits or options.edits)
+    for problem in problems:
+        error(problem)
+        if as_json:
+            write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
+                                     "error": str(problem), "seconds": 0.0, "quality": None}) + "\n")
+    if not items:
+        fail("no inputs to process", code=2 if not problems else 1)
+
+    status = RunStatus(description, len(items))
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with progress(quiet, *columns) as bar, status.ticking(quiet or console.is_terminal):
+        task = bar.add_task(description, total=len(items), status="")
+
+        def on_done(job: Job) -> None:
+            with status.lock:
+                for line in job.notes:
+                    note(f"note: {line}")
+                for line in job.warnings():
+                    note(f"warning: {line}")
+                if job.status == "error":
+                    error(str(job.error))
+                if as_json:
+                    write_stdout(json.dumps(job.report()) + "\n")
+                status.count(job)
+                bar.update(task, completed=status.done, status=status.text(short=True))
+
+        if ray is None:
+            summary = Pipeline(model, options).run(items, on_done)
+        else:
+            from ..ray import ClusterError, run_on_ray
+
+            try:
+                summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
+            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
+                fail(str(exc))
+    _print_summary(summary, quiet, extra_failures=len(problems))
+    raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
+
+
+def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) -> Optional[dict[str, Any]]:
+    """--ray's arguments for ``run_on_ray``; without Ray installed, the install hint (exit 2)."""
+    if not use_ray:
+        if address is not None or workers is not None:
+            fail("--ray-address and --workers go with --ray")
+        return None
+    from importlib.util import find_spec
+
+    if find_spec("ray") is None:
+        fail("--ray needs Ray: pip install 'hfgi-cli[ray]'")
+    return {"address": address, "workers": workers}
+
+
+def _out_uri(out: str) -> str:
+    """-o as a URI (``remote``), checked: pyarrow can use it, and it is no file."""
+    from .. import remote
+
+    try:
+        remote.Folder(out)
+        taken = remote.exists(out)
+    except OSError as exc:
+        fail(f"-o {exc}")
+    if taken:
+        fail(f"-o {out}: is a file, not a folder")
+    return out
+
+
+def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) -> None:
+    counts: dict[str, int] = {}
+    for job in summary.jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    failed = counts.get("error", 0) + extra_failures
+    parts = [f"{counts.get('ok', 0)} done"]
+    if counts.get("skipped"):
+        parts.append(f"{counts['skipped']} already done (skipped; --overwrite redoes them)")
+    if failed:
+        parts.append(f"{failed} failed")
+    if summary.interrupted:
+        parts.append(f"{counts.get('pending', 0)} not started (interrupted)")
+    if not quiet or failed or summary.interrupted:
+        note(", ".join(parts))
+    from ..quality import summary_line
+
+    measured = summary_line([(f"{job.item.source} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
+    if measured and not quiet:
+        note(measured)
+
+
+@app.command(
+    epilog="Example: hfgi invert photos/ -o out   |   hfgi invert crops/ -o out --aligned --batch-size 8",
+)
+def invert(
+    inputs: list[str] = InputsArg,
+    out: str = OutOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    weights_dir: Optional[Path] = WeightsDirOpt,
+    batch_size: Optional[int] = BatchOpt,
+    device: str = DeviceOpt,
+    precision: str = PrecisionOpt,
+    aligned: bool = AlignedOpt,
+    save_crops: bool = SaveCropsOpt,
+    max_faces: Optional[int] = MaxFacesOpt,
+    faces: Optional[str] = FacesOpt,
+    min_face: Optional[float] = MinFaceOpt,
+    latents: str = LatentsOpt,
+    preview: bool = PreviewOpt,
+    quality: bool = QualityOpt,
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+    use_ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
+) -> None:
+    """Reconstruct faces with HFGI.
+
+    Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt
+    (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
+    resolution reconstruction of the crop) and OUT/<name>.pt.
+    """
+    from ..pipeline import RunOptions
+
+    options = RunOptions(Path(out), [], aligned=aligned, overwrite=overwrite, save_crops=save_crops,
+                         max_faces=max_faces, faces=face_indices(faces, aligned), min_face=min_face,
+                         latents=_latents(latents), preview=preview, quality=quality)
+    model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
+                      precision=precision, batch_size=batch_size)
+    _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers),
+         out=out)
+
+
+def _list_attrs_callback(value: bool) -> None:
+    if not value:
+        return
+    from ..edits import list_attributes
+
+    table = Table(title="Edit attributes")
+    for col in ("attribute", "kind", "default range"):
+        table.add_column(col)
+    for row in list_attributes():
+        table.add_row(*row)
+    Console().print(table)
+    raise typer.Exit(0)
+
+
+@app.command(
+    epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out",
+)
+def edit(
+    inputs: list[str] = InputsArg,
+    out: str = OutOpt,
+    attr: list[str] = typer.Option([], "--attr", "-a", help="Attribute to edit (repeatable; see --list-attrs)."),
+    strength: list[float] = typer.Option(
+        [], "--strength", "-s", help="Strength for each --attr/--direction, in order (one value: for all)."
+    ),
+    direction: list[Path] = DirectionOpt,
+    directions: Optional[Path] = DirectionsOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
+    weights_dir: Optional[Path] = WeightsDirOpt,
+    batch_size: Optional[int] = BatchOpt,
+    device: str = DeviceOpt,
+    precision: str = PrecisionOpt,
+    aligned: bool = AlignedOpt,
+    save_crops: bool = SaveCropsOpt,
+    max_faces: Optional[int] = MaxFacesOpt,
+    faces: Optional[str] = FacesOpt,
+    min_face: Optional[float] = MinFaceOpt,
+    latents: str = LatentsOpt,
+    preview: bool = PreviewOpt,
+    sweep: Optional[str] = typer.Option(
+        None, "--sweep", metavar="ATTR=FROM:TO:COUNT",
+        help="Instead of edited photos: one encoding, then per face a labelled grid OUT/<name>_sweep-ATTR_<k>.jpg "
+        "of the edit at COUNT strengths from FROM to TO, to pick a strength by eye (e.g. smile=-3:3:7).",
+    ),
+    quality: bool = QualityOpt,
+    overwrite: bool = OverwriteOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+    use_ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
+    list_attrs: bool = typer.Option(
+        False, "--list-attrs", is_eager=True, callback=_list_attrs_callback, help="List the attributes and exit."
+    ),
+) -> None:
+    """Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image.
+
+    Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
+    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
+    """
+    from ..pipeline import RunOptions
+
+    if sweep is not None:
+        if attr or direction or strength:
+            fail("give --sweep alone, or --attr/--direction with --strength, not both")
+        if preview or save_crops or latents != "full" or quality:
+            fail("--sweep writes only its grids: drop --preview, --save-crops, --latents and --quality")
+        sweep_spec = _sweep(sweep)
+        specs = sweep_spec.specs
+    else:
+        sweep_spec, specs = None, edit_specs_from_options(attr, strength, direction)
+    options = RunOptions(Path(out), [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite,
+                         save_crops=save_crops, max_faces=max_faces, faces=face_indices(faces, aligned),
+                         min_face=min_face, latents=_latents(latents), preview=preview, sweep=sweep_spec,
+                         quality=quality)
+    model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
+                      precision=precision, batch_size=batch_size)
+    _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers),
+         out=out)
+
+
+# ----------------------------------------------------------------------------- align
+@app.command(
+    "align",
+    help=(
+        "Find every face and write FFHQ-aligned crops as OUT/<stem>_<k>.png, each with a "
+        "<stem>_<k>.json sidecar.\n\n"
+        "k counts the faces of one photo from 0 in reading order (rows top to bottom, each left to right), "
+        "even when there is only one face; with more than ten faces it is zero-padded (_00, _01, ...) so "
+        "names sort. "
+        "Faces are searched down to an FFHQ square of 128 px and 4 % of the photo's long side (--min-face "
+        "searches smaller ones); found faces under 80 px (eyes to mouth under ~22 px) are skipped with a note. "
+        "Folders are searched recursively and laid out under OUT as for `hfgi invert`. "
+        "A photo without a usable face is reported on stderr (\"no face found in X\"); "
+        "the run goes on and exits with status 1."
+    ),
+    epilog=(
+        "Example:  hfgi align photos/ group.jpg -o aligned/ --size 256\n\n"
+        "writes aligned/group_0.png, aligned/group_1.png, ... (in reading order) and a "
+        "group_0.json sidecar beside each crop with the source path and size, the crop quad and "
+        "the 68 landmarks."
+    ),
+)
+def align_command(
+    inputs: list[str] = typer.Argument(..., help="Photos, or folders of photos, or - for paths on stdin."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the crops (created if missing)."),
+    size: int = typer.Option(1024, "--size", min=16, help="Side of the aligned crops in pixels."),
+    max_faces: Optional[int] = typer.Option(
+        None, "--max-faces", min=1, help="Keep at most N faces per photo (the largest ones)."
+    ),
+    min_face: Optional[float] = MinFaceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    from ..crops import align_items
+    from ..inputs import collect_inputs
+
+    items, problems = collect_inputs(inputs, sys.stdin, exclude=out, latents=False)
+    for problem in problems:
+        error(problem)
+    with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task("aligning", total=len(items))
+        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, on_note=note,
+                             on_photo_done=lambda _path: bar.advance(task))
+    if not quiet:
+        note(f"wrote {len(report.written)} face(s) from {len(items)} photo(s) to {out}")
+    if report.failed or problems:
+        raise typer.Exit(1)
+
