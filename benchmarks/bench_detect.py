@@ -220,6 +220,8 @@ def conditions_main(args: argparse.Namespace) -> None:
             row[1] += len(truth)
             row[2] += extra
             row[3] += 1
+            print(f"  {condition} {mp:.0f} MP {design}: {sum(e is not None for e in errors)}/{len(truth)} found, "
+                  f"{extra} false, {seconds[design][mp][-1]:.2f} s", file=sys.stderr, flush=True)
     print(f"{len(photos)} photos ({args.per_condition} per condition, {args.empty} without faces), seed {args.seed}")
     print(f"{'condition':12s} {'faces':>5s}  " + "  ".join(f"{d + ' recall':>14s} {'false':>5s}" for d in designs))
     for condition in [*face_photos.CONDITIONS, "no face"]:
