@@ -15,7 +15,7 @@ from hfgi_cli.detect import detect_faces
 from . import face_photos
 from .conftest import PHOTOS, run_cli
 
-HOG_ALONE = {"confirm_score": 0.5, "phase_angles": ()}  # the detector before CNN confirmation
+HOG_ALONE = {"confirm_score": 0.5}  # the detector before CNN confirmation
 
 
 def _matches(found: list[np.ndarray], truth: list[np.ndarray]) -> list[bool]:
