@@ -38,7 +38,7 @@ from pathlib import Path
 from PIL import Image
 from hfgi_cli.models.hfgi import HFGI, config_from_checkpoint
 from hfgi_cli.models.stylegan2 import PUBLISHED_FORM, Form
-from hfgi_cli.edits import Editor, EditSpec
+from hfgi_cli.edits import Editor, EditSpec, ModelShape
 ckpt_path, out, directions, attrs, faces = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 device = torch.device(DEVICE)
 # OPTIMIZED: our forms of the same maths, as `hfgi` runs them on this device; else the published
@@ -48,7 +48,7 @@ for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     net = HFGI(config_from_checkpoint(ckpt), form); net.load_published_state(ckpt); net = net.to(device).eval()
     del ckpt
-    editor = Editor(directions, net.n_latent)
+    editor = Editor(directions, ModelShape(net.n_latent))
     with torch.no_grad():
         xs = []
         for f in faces:
@@ -62,7 +62,7 @@ for attr in (attrs.split(",") if attrs else ["inversion"]):  # one published run
             if attr == "inversion":
                 img_edit, w_edit = imgs, w
             else:
-                w_edit = editor.apply(w, EditSpec(attr, 1.0))
+                w_edit = editor.apply(w, EditSpec(attr, 1.0)).codes
                 img_edit = net.synthesize(w_edit)
             img_edit = torch.nn.functional.interpolate(img_edit.clamp(-1, 1), size=(256, 256), mode="bilinear")
             conditions = net.residue(net.grid_align(torch.cat((res, img_edit), 1)))

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hfgi_cli.edits import interfacegan_edit  # noqa: E402
+from hfgi_cli.edits import add_direction  # noqa: E402
 from hfgi_cli.engine import Runtime  # noqa: E402
 from hfgi_cli.models import ops  # noqa: E402
 from hfgi_cli.models.hfgi import HFGI, ModelConfig, make_random_checkpoint  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     def edit(x: torch.Tensor, precision: str, net: HFGI = model) -> torch.Tensor:
         with Runtime(device, precision).session():
             enc = net.encode(x)
-            return net.decode(interfacegan_edit(enc["latent"], direction, 2.0), enc["distortion"])
+            return net.decode(add_direction(enc["latent"], direction, 2.0), enc["distortion"])
 
     # the published procedure: batch 1, fp32, per-sample grouped convolutions, no reuse
     grouped = model.with_form(Form("grouped", False, "cuda", "cuda"))

@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hfgi_cli.edits import interfacegan_edit  # noqa: E402
+from hfgi_cli.edits import add_direction  # noqa: E402
 from hfgi_cli.engine import Runtime  # noqa: E402
 from hfgi_cli.models.hfgi import HFGI, ModelConfig, make_random_checkpoint  # noqa: E402
 from hfgi_cli.models.stylegan2 import Form  # noqa: E402
@@ -36,7 +36,7 @@ def main() -> None:
     def edit() -> None:
         with runtime.session():
             enc = model.encode(x)
-            model.decode(interfacegan_edit(enc["latent"], direction, 2.0), enc["distortion"])
+            model.decode(add_direction(enc["latent"], direction, 2.0), enc["distortion"])
 
     for _ in range(3):
         edit()

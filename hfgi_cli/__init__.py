@@ -23,6 +23,7 @@ _EXPORTS = {
     "Face": "engine",
     "Runtime": "engine",
     "EditSpec": "edits",
+    "Combined": "edits",
     "EditError": "edits",
     "InputError": "inputs",
     "HFGI": "models.hfgi",
@@ -32,12 +33,12 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "HFGI", "CheckpointError", "EditError", "EditSpec", "Face", "Form", "InputError", "Model", "ModelConfig",
-    "Result", "Runtime", "load_model",
+    "HFGI", "CheckpointError", "Combined", "EditError", "EditSpec", "Face", "Form", "InputError", "Model",
+    "ModelConfig", "Result", "Runtime", "load_model",
 ]
 
 if TYPE_CHECKING:
-    from .edits import EditError, EditSpec
+    from .edits import Combined, EditError, EditSpec
     from .engine import Face, Model, Result, Runtime, load_model
     from .inputs import InputError
     from .models.hfgi import HFGI, CheckpointError, ModelConfig

@@ -15,6 +15,7 @@ import typer
 from . import __version__
 from .commands import evaluate, photos, video, weights
 from .commands.common import note
+from .interrupt import Stopped
 
 app = typer.Typer(
     add_completion=False,
@@ -59,6 +60,6 @@ def main() -> None:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         note("interrupted")
-        sys.exit(130)
+        sys.exit(exc.exit_code if isinstance(exc, Stopped) else 130)

@@ -6,7 +6,7 @@ align`` share.
 is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under a cap, behind a hand, in
 side light, but also a patch of texture) is shown to the CNN on a small upright crop around it
 and kept when the CNN finds a face there. ``detector="cnn"``: the CNN scans the whole photo
-(about 10x the time of HOG's scan: seconds per megapixel on a CPU core).
+(10-13x the time of HOG's passes: ~30-50 s for a 1600x1000 photo on a 2-core CPU).
 
 The model files ship in the PyPI package ``face-recognition-models``; dlib itself comes from
 ``dlib-bin`` (a prebuilt wheel). They are loaded at first use.
@@ -288,8 +288,8 @@ def detect_faces(
     ``angles``, the copy turned so faces tilted by that angle stand upright; overlapping hits are
     merged. Hits scoring ``min_score`` are faces; those from ``confirm_score`` up are faces when the
     CNN finds one on a crop around them (``confirm_score >= min_score``: HOG alone).
-    ``detector="cnn"``: one upright CNN pass instead (slow: see the module docstring). The landmark predictor runs on the
-    full-resolution pixels, on a crop turned upright for a tilted face.
+    ``detector="cnn"``: one upright CNN pass instead (slow: see the module docstring). The landmark
+    predictor runs on the full-resolution pixels, on a crop turned upright for a tilted face.
     """
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")

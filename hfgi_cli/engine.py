@@ -34,7 +34,18 @@ from PIL import Image
 
 from .align import MIN_QSIZE, AlignedFace, paste_back
 from .detect import find_faces
-from .edits import Editor, Edits, EditSpec, as_edit_specs, check_names
+from .edits import (
+    Combined,
+    Edited,
+    Editor,
+    Edits,
+    EditSpec,
+    ModelShape,
+    Output,
+    as_edit_specs,
+    check_names,
+    needed_files,
+)
 from .images import Photo, PictureLike, image_to_tensor, load_crop, load_picture, tensor_to_image
 from .inputs import InputError
 from .latents import read_latent
@@ -48,9 +59,9 @@ INVERSION = "inversion"
 """The label of the unedited reconstruction in ``Result.images`` and ``Face.crops``."""
 PRECISIONS = ("fp32", "fp16", "bf16")
 
-Slot = Union[EditSpec, Sequence[EditSpec], None]
-"""One output of ``Model.forward``: an edit for every face, one edit per face (the same edit at
-per-face strengths), or None for the inversion itself."""
+Slot = Union[Output, Sequence[EditSpec], None]
+"""One output of ``Model.forward``: an edit (or a combined edit) for every face, one edit per face
+(the same edit at per-face strengths), or None for the inversion itself."""
 
 
 # ----------------------------------------------------------------------------------------- runtime
@@ -203,7 +214,14 @@ class Result:
 def slot_label(slot: Slot) -> str:
     if slot is None:
         return INVERSION
-    return slot.label if isinstance(slot, EditSpec) else f"{slot[0].key}:per-face"
+    return slot.label if isinstance(slot, (EditSpec, Combined)) else f"{slot[0].key}:per-face"
+
+
+def slot_detail(slot: Slot) -> float:
+    """How much of the consultation the slot's second pass keeps (1: the published model)."""
+    if slot is None:
+        return 1.0
+    return slot.detail if isinstance(slot, (EditSpec, Combined)) else slot[0].detail
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -245,34 +263,46 @@ class Model:
         return self.net.source
 
     # ------------------------------------------------------------------ edits
-    def edit_specs(self, edits: Edits) -> list[EditSpec]:
+    def edit_specs(self, edits: Edits, combine: bool = False, detail: float = 1.0) -> list[Output]:
         """Parse and check edits before any input is touched: unknown attributes, missing or
-        ill-shaped direction files raise EditError / weights.WeightsMissingError."""
-        specs = as_edit_specs(edits)
+        ill-shaped edit files raise EditError / weights.WeightsMissingError. ``combine``: all the
+        edits in one output; ``detail``: see ``HFGI.decode`` (for edits given as a mapping)."""
+        specs = as_edit_specs(edits, combine=combine, detail=detail)
         check_names(specs)
         editor = self._editor_for(specs)
         for spec in specs:
             editor.check(spec)
         return specs
 
-    def _editor_for(self, specs: Sequence[EditSpec]) -> Editor:
+    @property
+    def domain(self) -> str:
+        return self.net.config.domain
+
+    @property
+    def model_shape(self) -> ModelShape:
+        config = self.net.config
+        return ModelShape(self.n_latent, config.style_dim, config.domain, self.net.style_layout())
+
+    def _editor_for(self, outputs: Sequence[Output]) -> Editor:
         """The editor, its directions folder resolved when an edit first needs it."""
-        needs_folder = any(not s.direction_file for s in specs)
+        parts = [p for o in outputs for p in o.parts]
+        needs_folder = any(not p.direction_file for p in parts)
         with self._editor_lock:
             if self._editor is None or (self._editor.directions_dir is None and needs_folder):
                 from .weights import resolve_directions_dir
 
-                named = [s.attr for s in specs if not s.direction_file and s.ganspace is None]
-                folder = resolve_directions_dir(self.directions, self.weights_dir, named) if needs_folder else None
-                self._editor = Editor(folder, self.n_latent, self.style_dim, self.net.config.domain)
+                folder = resolve_directions_dir(self.directions, self.weights_dir, needed_files(parts, self.domain)) \
+                    if needs_folder else None
+                self._editor = Editor(folder, self.model_shape)
             return self._editor
 
-    def apply_edit(self, latent: torch.Tensor, slot: Slot) -> torch.Tensor:
-        """W+ codes [B, n_latent, dim] moved by one slot's edit (unchanged for None)."""
+    def apply_edit(self, latent: torch.Tensor, slot: Slot) -> Edited:
+        """W+ codes [B, n_latent, dim] moved by one slot's edit (unchanged for None), with the
+        StyleSpace offsets of a text edit."""
         if slot is None:
-            return latent
-        specs = [slot] if isinstance(slot, EditSpec) else list(slot)
-        return self._editor_for(specs).apply(latent, slot)
+            return Edited(latent)
+        outputs = [slot] if isinstance(slot, (EditSpec, Combined)) else list(slot)
+        return self._editor_for(outputs).apply(latent, slot)
 
     # ------------------------------------------------------------------ stage 1: prepare (CPU)
     def prepare(
@@ -343,14 +373,21 @@ class Model:
         """Per slot: edit the faces' codes and run HFGI's second pass; appends to ``face.outputs``."""
         with self.runtime.session():
             latent = torch.stack([f.latent for f in faces]).to(self.device)
-            distortion = torch.stack([f.distortion for f in faces]).to(self.device)
             for slot in slots:
-                codes = self.apply_edit(latent, slot)
                 # no edit: the first pass already made the edited image's low-res version
-                images = self.net.decode(codes, distortion, low_res if slot is None else None)
-                images, codes = images.float().cpu(), codes.float().cpu()
-                for i, face in enumerate(faces):
-                    face.outputs.append((images[i].clone(), codes[i].clone()))
+                self.decode_codes(faces, self.apply_edit(latent, slot), slot_detail(slot),
+                                  low_res if slot is None else None)
+
+    def decode_codes(self, faces: Sequence[FaceWork], edited: Edited, detail: float = 1.0,
+                     low_res: torch.Tensor | None = None) -> None:
+        """HFGI's second pass for codes already edited (``apply_edit``; video smooths them over
+        frames first); appends one output to each face."""
+        with self.runtime.session():
+            distortion = torch.stack([f.distortion for f in faces]).to(self.device)
+            images = self.net.decode(edited.codes.to(self.device), distortion, low_res, edited.offsets, detail)
+            images, codes = images.float().cpu(), edited.codes.float().cpu()
+        for i, face in enumerate(faces):
+            face.outputs.append((images[i].clone(), codes[i].clone()))
 
     def forward(self, faces: Sequence[FaceWork], slots: Sequence[Slot]) -> None:
         """The model stage for a batch of faces (from any number of inputs): one encoding per
@@ -391,7 +428,7 @@ class Model:
         return Result(work.source, images, faces, work.photo, work.notes, work.meta, work.n_faces)
 
     # ------------------------------------------------------------------ one input, start to end
-    def run(self, work: Work, edits: Sequence[EditSpec], quality: bool = False) -> Result:
+    def run(self, work: Work, edits: Sequence[Output], quality: bool = False) -> Result:
         """``forward`` over the input's faces in batches of ``batch_size``, then ``finish``.
         ``quality``: also decode the inversion of an edit and measure it (``Face.quality``)."""
         slots: list[Slot] = [None, *edits] if quality and edits else list(edits)
@@ -428,20 +465,26 @@ class Model:
         max_faces: int | None = None,
         min_face: float | None = None,
         quality: bool = False,
+        combine: bool = False,
+        detail: float = 1.0,
         detector: str = "hog",
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
-        from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``.
-        ``quality=True`` measures each face's inversion (``faces[k].quality``), decoding it for an
+        from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``;
+        ``combine=True``: one output with all of them (``images["smile+2_age-1"]``); ``detail``:
+        how much of the photo's own detail HFGI brings back (1 published, 0 plain e4e); ``detector``:
+        see ``prepare``. ``quality=True`` measures each face's inversion (``faces[k].quality``), decoding it for an
         edit (one more generator pass a face)."""
-        specs = self.edit_specs(edits)
+        specs = self.edit_specs(edits, combine=combine, detail=detail)
         work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face,
                             detector=detector)
         return self.run(work, specs, quality=quality)
 
-    def edit_latents(self, path: str | os.PathLike[str], edits: Edits) -> Result:
+    def edit_latents(
+        self, path: str | os.PathLike[str], edits: Edits, *, combine: bool = False, detail: float = 1.0
+    ) -> Result:
         """Edit from a latent file written by ``hfgi invert``/``edit``: no encoder, crop out."""
-        specs = self.edit_specs(edits)
+        specs = self.edit_specs(edits, combine=combine, detail=detail)
         return self.run(self.prepare_latent(path), specs)
 
 

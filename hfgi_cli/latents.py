@@ -6,7 +6,10 @@ A ``torch.save`` dict of tensors and plain values (loads with ``weights_only=Tru
 - ``inversion_latent``: the encoder's W+ before any edit; ``distortion``: the distortion map
   [3, 256, 256] that HFGI's second pass consults, in float16 (384 KB), so an edit from this file
   needs no encoder (absent when written with ``--latents codes``);
-- ``edit`` (label or None), ``checkpoint`` (file name), ``n_latent``, ``source`` (the input);
+- ``edit`` (label or None) and ``edit_spec`` (``edits.describe``: detail and, per edit, family,
+  name or text, neutral text, beta, strength; None for an inversion), ``checkpoint`` (file name),
+  ``n_latent``, ``source`` (the input). A text edit moves StyleSpace, not W+: its ``latent`` is
+  the inversion's, and ``edit_spec`` is what re-makes the image;
 - for a face found in a photo: ``face`` (its index) and ``alignment`` (``AlignedFace.to_json``);
 - when the run measured it: ``quality`` (``FaceQuality.to_json``: the inversion's identity
   distance, PSNR and SSIM against the aligned input).
@@ -35,6 +38,7 @@ def make_record(
     *,
     edit: str | None,
     checkpoint: str,
+    edit_spec: dict[str, Any] | None = None,
     source: dict[str, Any],
     face: int | None = None,
     alignment: dict[str, Any] | None = None,
@@ -47,6 +51,7 @@ def make_record(
         "latent": latent.float().cpu().clone(),  # clones: never the storage of a whole batch
         "inversion_latent": inversion_latent.float().cpu().clone(),
         "edit": edit,
+        "edit_spec": edit_spec,
         "checkpoint": checkpoint,
         "n_latent": int(latent.shape[0]),
         **source,

@@ -46,11 +46,11 @@ from PIL import Image
 
 from . import previews
 from .atomic import remove_stale_temps, write_bytes
-from .edits import EditSpec
+from .edits import EditSpec, Output, describe
 from .engine import INVERSION, Face, FaceWork, Model, Result, Work
 from .images import format_of, output_suffix, save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
-from .interrupt import stop_on_sigint
+from .interrupt import exit_status, stop_on_signals
 from .latents import latent_fits, make_record, save_record
 from .quality import FaceQuality
 
@@ -66,16 +66,17 @@ class Sweep:
 
     attr: str
     strengths: tuple[float, ...]
+    detail: float = 1.0
 
     @property
     def specs(self) -> list[EditSpec]:
-        return [EditSpec(self.attr, s) for s in self.strengths]
+        return [EditSpec(self.attr, s, detail=self.detail) for s in self.strengths]
 
 
 @dataclass
 class RunOptions:
     out_dir: Path
-    edits: list[EditSpec]  # empty: plain inversion
+    edits: list[Output]  # empty: plain inversion
     aligned: bool = False
     overwrite: bool = False
     save_crops: bool = False
@@ -130,7 +131,12 @@ class Job:
 @dataclass
 class RunSummary:
     jobs: list[Job]
-    interrupted: bool = False
+    stopped_by: int | None = None
+    """The signal that stopped the run (SIGINT, SIGTERM), if one did."""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by is not None
 
     @property
     def failed(self) -> list[Job]:
@@ -138,8 +144,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
+        if self.stopped_by is not None:
+            return exit_status(self.stopped_by)
         return 1 if self.failed else 0
 
 
@@ -154,10 +160,10 @@ class Pipeline:
         model.edit_specs(options.sweep.specs if options.sweep else options.edits)  # bad edits fail before any input
         self.model = model
         self.opts = options
-        self.outputs: list[EditSpec | None] = list(options.edits) or [None]
+        self.outputs: list[Output | None] = list(options.edits) or [None]
         """The edits whose photos (and latent files) are written, in order."""
         if options.sweep is not None:
-            self.slots: list[EditSpec | None] = list(options.sweep.specs)
+            self.slots: list[Output | None] = list(options.sweep.specs)
         elif (options.preview or options.quality) and options.edits:
             self.slots = [None, *options.edits]  # the preview shows the inversion; quality measures it
         else:
@@ -175,7 +181,7 @@ class Pipeline:
     def _stem(self, item: InputItem, suffix: str) -> Path:
         return self.opts.out_dir / item.rel.parent / (item.rel.name + suffix)
 
-    def image_path(self, item: InputItem, slot: EditSpec | None) -> Path:
+    def image_path(self, item: InputItem, slot: Output | None) -> Path:
         stem = self._stem(item, f"_{slot.label}" if slot is not None else "")
         return stem.with_name(stem.name + (output_suffix(item.path.suffix) if self._detects(item) else ".png"))
 
@@ -308,11 +314,12 @@ class Pipeline:
             save_image(self._preview(result), path, quality=88)
             job.outputs.append(str(path))
 
-    def _record(self, result: Result, face: Face, key: str, slot: EditSpec | None) -> dict[str, Any]:
+    def _record(self, result: Result, face: Face, key: str, slot: Output | None) -> dict[str, Any]:
         alignment = face.alignment.to_json() if face.alignment is not None else None
         distortion = face.distortion if self.opts.latents == "full" else None
         return make_record(face.codes[key], face.latent, distortion, edit=slot.label if slot is not None else None,
-                           checkpoint=self.model.checkpoint, source=result.meta, face=face.index,
+                           edit_spec=describe(slot) if slot is not None else None, checkpoint=self.model.checkpoint,
+                           source=result.meta, face=face.index,
                            alignment=alignment, quality=face.quality.to_json() if face.quality else None)
 
     def _preview(self, result: Result) -> Image.Image:
@@ -365,10 +372,10 @@ class Pipeline:
         remove_stale_temps(self.opts.out_dir, set(IMAGE_EXTS | LATENT_EXTS))  # half-written files of a killed run
         jobs = [Job(item) for item in items]
         run = _Run(self, jobs, on_done)
-        interrupted = run.start()
+        stopped_by = run.start()
         if run.callback_error is not None:
             raise run.callback_error
-        return RunSummary(jobs, interrupted=interrupted)
+        return RunSummary(jobs, stopped_by=stopped_by)
 
 
 class _Run:
@@ -378,8 +385,8 @@ class _Run:
         self.p = pipeline
         self.model = pipeline.model
         self.on_done = on_done
-        self.stop = threading.Event()  # shutting down (end of input, Ctrl-C, or a failing callback)
-        self.interrupt = threading.Event()  # Ctrl-C seen
+        self.stop = threading.Event()  # shutting down (end of input, a stop signal, or a failing callback)
+        self.signals: list[int] = []  # SIGINT / SIGTERM seen
         self.callback_error: BaseException | None = None
         self.jobs = iter(jobs)
         self.jobs_lock = threading.Lock()
@@ -387,15 +394,15 @@ class _Run:
         self.read_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, pipeline.opts.prefetch))
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=max(2, self.model.batch_size * 2))
 
-    def start(self) -> bool:
-        """Run to the end (or to Ctrl-C); returns whether it was interrupted."""
+    def start(self) -> int | None:
+        """Run to the end (or to SIGINT / SIGTERM); returns the signal that stopped it, if one did."""
         readers = [threading.Thread(target=self.reader, daemon=True, name=f"hfgi-reader-{i}")
                    for i in range(self.workers)]
         writers = [threading.Thread(target=self.writer, daemon=True, name=f"hfgi-writer-{i}")
                    for i in range(self.workers)]
         for thread in readers + writers:
             thread.start()
-        with stop_on_sigint(self.stop, self.interrupt):
+        with stop_on_signals(self.stop, self.signals):
             try:
                 for batch in self.batches():
                     try:
@@ -406,7 +413,7 @@ class _Run:
                         self.write_q.put(job)
                     if self.stop.is_set():
                         break
-                return self.interrupt.is_set()
+                return self.signals[0] if self.signals else None
             finally:
                 self.stop.set()
                 for _ in writers:

@@ -16,9 +16,13 @@ input to a temporary file for ``read_job`` (reports still name the URI) and look
 outputs in OUT itself; ``write`` runs ``write_job`` into a temporary folder, then uploads its files
 in the order they were written (latent files before the image that says the input is done).
 
+The pools are planned and checked to fit the cluster before anything is submitted, and a run where
+nothing finishes says what Ray waits for (``cluster``).
+
 Faults: Ray restarts a killed actor and re-runs its batch, and re-runs a killed task; every output
 is written under a temporary name and renamed, so a killed write leaves no partial file under a real
-name (the temporaries it left are removed when the run ends).
+name (the temporaries it left are removed when the run ends). SIGINT and SIGTERM stop the driver at
+once: the inputs in flight are left for a re-run, the cluster it started is shut down.
 
 Ray is an optional dependency (``pip install 'hfgi-cli[ray]'``); it is imported here only.
 """
@@ -30,6 +34,7 @@ import io
 import logging
 import os
 import pickle
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +46,9 @@ import numpy as np
 
 from . import remote
 from .atomic import remove_stale_temps
+from .cluster import STALL_AFTER, STALL_EVERY, Pools, Watchdog, connect, plan_pools, say_on_stderr
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem
+from .interrupt import Stopped, deferred_signals, raise_on_signals
 from .pipeline import Job, Pipeline, RunOptions, RunSummary, failure_reason, model_failure
 
 if TYPE_CHECKING:
@@ -50,10 +57,6 @@ if TYPE_CHECKING:
 
 Batch = dict[str, np.ndarray]
 INSTALL_HINT = "--ray needs Ray: pip install 'hfgi-cli[ray]'"
-
-
-class ClusterError(ValueError):
-    """The cluster cannot run this job as asked (cannot be joined, no GPU for --device cuda)."""
 
 
 def import_ray() -> Any:
@@ -363,59 +366,7 @@ def _column(values: list[Any]) -> np.ndarray:
     return np.asarray(values)
 
 
-# ----------------------------------------------------------------------------------------- pools
-@dataclass(frozen=True)
-class Pools:
-    """How many model actors and CPU tasks a run uses, from the cluster's resources."""
-
-    actors: int
-    """Model actors: one per GPU (``--workers``); CPU actors on a cluster without GPUs."""
-    gpus_per_actor: float
-    cpus_per_actor: float
-    """The CPU actors' torch threads (Ray sets OMP_NUM_THREADS from it)."""
-    cpu_tasks: int
-    """Concurrent prepare tasks, and as many write tasks: the CPUs the actors leave."""
-    device: str
-    batch_size: int
-    """Faces per model call, and inputs per actor batch."""
-    cpus_per_task: float = 1.0
-
-
-def plan_pools(resources: dict[str, float], device: str, workers: int | None, batch_size: int | None) -> Pools:
-    """GPUs: one actor per GPU (1 CPU each), the other CPUs prepare and write. No GPU (or --device
-    cpu): half the CPUs run the model, in actors of up to 8 threads, the other half prepare and write."""
-    cpus, gpus = max(1, int(resources.get("CPU", 1))), int(resources.get("GPU", 0))
-    if device.startswith("cuda") and gpus == 0:
-        raise ClusterError(f"--device {device}: the Ray cluster has no GPU")
-    if device == "mps":
-        raise ClusterError("--device mps: Ray actors run on CUDA GPUs or CPUs; use auto, cuda or cpu")
-    if device != "cpu" and gpus > 0:
-        actors = workers or gpus
-        if cpus <= actors:  # no CPU left beside the actors: theirs go to the tasks, or nothing would prepare
-            return Pools(actors, 1.0, 0.0, cpus, "cuda", batch_size or 8)
-        return Pools(actors, 1.0, 1.0, cpus - actors, "cuda", batch_size or 8)
-    if cpus < 2:  # one core: the actor and one task share it
-        return Pools(1, 0.0, 0.5, 1, "cpu", batch_size or 1, cpus_per_task=0.5)
-    model_cpus = max(1, cpus // 2)
-    actors = workers or max(1, -(-model_cpus // 8))
-    per_actor = max(1, model_cpus // actors)
-    return Pools(actors, 0.0, float(per_actor), max(1, cpus - actors * per_actor), "cpu", batch_size or 1)
-
-
 # ----------------------------------------------------------------------------------------- driver
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join ``address`` (else $RAY_ADDRESS, else a cluster started on this machine with ``ray
-    start``), or start a local one for the run; returns whether this call started the connection."""
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    except (ConnectionError, RuntimeError) as exc:  # no cluster at that address, or it refused us
-        where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
-        raise ClusterError(f"--ray: cannot join {where}: {str(exc).strip().splitlines()[0]}") from None
-    return True
-
-
 def run_on_ray(
     model: Model,
     options: RunOptions,
@@ -426,16 +377,26 @@ def run_on_ray(
     address: str | None = None,
     workers: int | None = None,
     model_stage: type[HFGIEdit] = HFGIEdit,
+    prepare_stage: Callable[..., Batch] = prepare_jobs,
+    write_stage: Callable[..., Batch] = write_jobs,
     out_uri: str | None = None,
+    on_stall: Callable[[str], None] = say_on_stderr,
+    stall_after: float = STALL_AFTER,
+    stall_every: float = STALL_EVERY,
 ) -> RunSummary:
     """``Pipeline(model, options).run(items, on_done)`` on a Ray cluster.
 
     ``model`` (loaded here, on the CPU) has checked the checkpoint and the edits; the actors load it
     again from ``model_args`` (``load_model``'s arguments, with the device and precision they run).
     ``on_done`` is called here, once per input, as the jobs finish. ``model_stage``: an ``HFGIEdit``
-    subclass to run instead (a test's that records its process, a custom model call). ``out_uri``:
-    the output folder as a URI (``remote``), instead of ``options.out_dir``; OSError if pyarrow
-    cannot use it.
+    subclass to run instead, and ``prepare_stage`` / ``write_stage``: functions that call
+    ``prepare_jobs`` / ``write_jobs`` (a test's that records its process, a custom model call).
+    ``out_uri``: the output folder as a URI (``remote``), instead of ``options.out_dir``; OSError if
+    pyarrow cannot use it. ``on_stall``: gets the watchdog's lines (stderr by default).
+
+    ClusterError before anything is submitted when the pools cannot fit the cluster. SIGINT and
+    SIGTERM stop the run at once (the inputs in flight are left for a re-run), shut down the
+    cluster this call started, remove the temporaries; the summary's exit code is 130 or 143.
     """
     ray = import_ray()
     Pipeline(model, options)  # bad options fail before the cluster starts
@@ -448,37 +409,66 @@ def run_on_ray(
     if local_out is not None:
         remove_stale_temps(local_out, temps)
     jobs = [Job(item) for item in items]
-    started = _connect(ray, address)
-    interrupted = False
+    stages = (prepare_stage, model_stage, write_stage)
+    checkpoint = _checkpoint(model_args)
+    started = connect(ray, address)
+    stopped_by: int | None = None
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     data_logger.setLevel(logging.ERROR)  # its per-run notes would mix with ours on stderr
-    try:
-        pools = plan_pools(ray.cluster_resources(), model_args.get("device") or "auto", workers,
-                           model_args.get("batch_size"))
-        dataset = _dataset(ray, jobs, model, options, model_args, pools, model_stage, out_uri)
-        reported = set()
+    with deferred_signals():  # a signal during the clean-up below does not cut it short
         try:
-            for row in dataset.iter_rows():
-                job = pickle.loads(row["job"])
-                jobs[int(row["index"])] = job
-                reported.add(int(row["index"]))
+            with raise_on_signals():
+                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+                pools = plan_pools(nodes, model_args.get("device") or "auto", workers, model_args.get("batch_size"),
+                                   _actor_memory(checkpoint))
+                dataset = _dataset(ray, jobs, model, options, model_args, pools, stages, checkpoint, out_uri)
+                with Watchdog(ray, on_stall, stall_after, stall_every) as watchdog:
+                    _collect(ray, dataset, jobs, on_done, watchdog)
+        except Stopped as exc:
+            stopped_by = exc.signum
+        except KeyboardInterrupt:
+            stopped_by = signal.SIGINT
+        finally:
+            data_logger.setLevel(level)
+            if started:
+                ray.shutdown()
+            if local_out is not None:
+                remove_stale_temps(local_out, temps)  # those of a killed worker whose batch was redone
+    return RunSummary(jobs, stopped_by=stopped_by)
+
+
+def _collect(ray: Any, dataset: Any, jobs: list[Job], on_done: Callable[[Job], None], watchdog: Watchdog) -> None:
+    """Iterate the finished jobs into ``jobs`` and ``on_done``; the iterator is closed however this
+    ends, so that Ray Data's executor stops before the cluster does."""
+    reported = set()
+    rows = iter(dataset.iter_rows())
+    try:
+        for row in rows:
+            job = pickle.loads(row["job"])
+            jobs[int(row["index"])] = job
+            reported.add(int(row["index"]))
+            watchdog.progressed()
+            on_done(job)
+    except ray.exceptions.RayError as exc:  # beyond Ray's retries (a node lost for good): fail what is left
+        reason = failure_reason(exc)
+        for i, job in enumerate(jobs):
+            if i not in reported:
+                job.fail(f"{job.item.source}: the Ray job failed ({reason})")
                 on_done(job)
-        except ray.exceptions.RayError as exc:  # beyond Ray's retries (a node lost for good): fail what is left
-            reason = failure_reason(exc)
-            for i, job in enumerate(jobs):
-                if i not in reported:
-                    job.fail(f"{job.item.source}: the Ray job failed ({reason})")
-                    on_done(job)
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
-        data_logger.setLevel(level)
-        if started:
-            ray.shutdown()
-        if local_out is not None:
-            remove_stale_temps(local_out, temps)  # those of a killed worker whose batch was redone
-    return RunSummary(jobs, interrupted=interrupted)
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
+def _checkpoint(model_args: dict[str, Any]) -> Path:
+    """The checkpoint file the actors load (resolved here, where its path means what the user meant)."""
+    from .weights import resolve_checkpoint
+
+    checkpoint, weights_dir = model_args.get("checkpoint"), model_args.get("weights_dir")
+    return resolve_checkpoint(Path(checkpoint) if checkpoint else None,
+                              Path(weights_dir) if weights_dir else None).resolve()
 
 
 def _actor_memory(checkpoint: Path) -> int:
@@ -489,21 +479,17 @@ def _actor_memory(checkpoint: Path) -> int:
 
 
 def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model_args: dict[str, Any], pools: Pools,
-             model_stage: type[HFGIEdit], out_uri: str | None = None) -> Any:
+             stages: tuple[Callable[..., Batch], type[HFGIEdit], Callable[..., Batch]], checkpoint: Path,
+             out_uri: str | None = None) -> Any:
     """items -> prepare tasks -> model actors -> write tasks, streamed."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    from .weights import resolve_checkpoint
-
+    prepare_stage, model_stage, write_stage = stages
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows its own
     shape = ModelShape.of(model)
-    checkpoint = model_args.get("checkpoint")
-    weights_dir = model_args.get("weights_dir")
     actor_args = dict(
-        checkpoint=str(resolve_checkpoint(Path(checkpoint) if checkpoint else None,
-                                          Path(weights_dir) if weights_dir else None).resolve()),
-        device=pools.device, precision=model_args.get("precision") or "fp32",
+        checkpoint=str(checkpoint), device=pools.device, precision=model_args.get("precision") or "fp32",
         directions=shape.directions, weights_dir=shape.weights_dir, batch_size=pools.batch_size, options=options,
     )
     rows = [{"index": i, "job": pickle.dumps(job)} for i, job in enumerate(jobs)]
@@ -512,10 +498,9 @@ def _dataset(ray: Any, jobs: list[Job], model: Model, options: RunOptions, model
                      fn_kwargs=dict(shape=shape, options=options, cwd=os.getcwd(), out_uri=out_uri))
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 100_000)))
-        .map_batches(prepare_jobs, **cpu_stage)
+        .map_batches(prepare_stage, **cpu_stage)
         .map_batches(model_stage, batch_size=pools.batch_size, batch_format="numpy",
                      compute=ActorPoolStrategy(size=pools.actors), num_gpus=pools.gpus_per_actor,
-                     num_cpus=pools.cpus_per_actor, memory=_actor_memory(Path(actor_args["checkpoint"])),
-                     fn_constructor_kwargs=actor_args)
-        .map_batches(write_jobs, **cpu_stage)
+                     num_cpus=pools.cpus_per_actor, memory=pools.actor_memory, fn_constructor_kwargs=actor_args)
+        .map_batches(write_stage, **cpu_stage)
     )

@@ -2,7 +2,9 @@
 
 The manifest (``weights_manifest.json``, shipped inside the package so a wheel install has it; the
 repository's ``weights/manifest.json`` is a copy kept identical by a test) lists every file with its
-official source, size and SHA-256 where known, and licence note.
+official source, size, SHA-256 and git blob id where known, licence note and group: the ``default``
+group is what a face model needs and what a bare ``hfgi weights download`` fetches; the others
+(``cars``, ``styleclip``) are fetched only when named.
 
 Downloads use the standard library only: urllib gives us Range requests, cookies and redirects,
 which is all that resuming and Google Drive's confirmation step need, so a dependency such as
@@ -11,6 +13,7 @@ requests or gdown would add install weight without removing any real code.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import http.client
 import http.cookiejar
@@ -36,13 +39,22 @@ from typing import Any, Callable, Optional
 
 CHECKPOINT = "hfgi_ffhq"
 FACE_DIRECTIONS = ("interfacegan_age", "interfacegan_smile", "interfacegan_pose", "ganspace_ffhq")
+DEFAULT_GROUP = "default"
 ENV_HOME = "HFGI_HOME"
 ENV_MIRROR = "HFGI_WEIGHTS_MIRROR"
 DRIVE_BASE = "https://drive.google.com"
 USER_AGENT = "hfgi-cli (model downloader)"
 CHUNK = 1 << 20
 MAX_PAGE = 1 << 20  # a Drive confirmation page is a few kB; never buffer more than this as "a page"
-KINDS = ("checkpoint", "direction", "pca")
+KINDS = (
+    "checkpoint", "direction", "pca", "w_direction", "classifier", "classifier_params", "style_stats",
+    "templates", "channel_directions", "clip",
+)
+STYLE_DIM = 512
+STYLE_CHANNELS = (512,) * 15 + (256,) * 3 + (128,) * 3 + (64,) * 3 + (32,) * 2
+"""Channels of the 26 StyleSpace layers of StyleGAN2 FFHQ 1024 (to-RGB layers included)."""
+CLIP_SHAPES = {"text_projection": (512, 512), "token_embedding.weight": (49408, 512), "positional_embedding": (77, 512)}
+"""The CLIP ViT-B/32 text-tower tensors the structure check looks at."""
 
 ProgressCallback = Callable[[int, Optional[int]], None]
 """Called with (bytes on disk so far, total bytes or None) while a file downloads."""
@@ -92,6 +104,10 @@ class WeightFile:
     source: str
     license: str
     note: str = ""
+    group: str = DEFAULT_GROUP
+    git_blob: str | None = None
+    """Git's id of the file (SHA-1 of ``b"blob <size>\\0"`` + content): what a repository publishes
+    even where it does not publish a SHA-256."""
 
     @property
     def manual_url(self) -> str:
@@ -127,6 +143,7 @@ class PackagedFile:
 class Manifest:
     files: tuple[WeightFile, ...]
     packaged: tuple[PackagedFile, ...]
+    groups: tuple[str, ...] = (DEFAULT_GROUP,)
 
     @property
     def names(self) -> list[str]:
@@ -136,7 +153,29 @@ class Manifest:
         for entry in self.files:
             if entry.name == name:
                 return entry
-        raise WeightsError(f"unknown model file '{name}' (known: {', '.join(self.names)})")
+        raise WeightsError(f"unknown model file '{name}'{self._suggest(name)}")
+
+    def group(self, group: str) -> list[WeightFile]:
+        """The files of one group, in manifest order."""
+        return [e for e in self.files if e.group == group]
+
+    def select(self, names: Iterable[str]) -> list[WeightFile]:
+        """File or group names (``styleclip``) as files, each once, in the order named."""
+        chosen: list[WeightFile] = []
+        for name in names:
+            for entry in self.group(name) if name in self.groups else [self.get(name)]:
+                if entry not in chosen:
+                    chosen.append(entry)
+        return chosen
+
+    def by_path(self, path: str) -> WeightFile | None:
+        """The entry of a path relative to the weights folder (``stit/gender.npy``)."""
+        return next((e for e in self.files if e.path == path), None)
+
+    def _suggest(self, name: str) -> str:
+        near = difflib.get_close_matches(name, self.names + list(self.groups), n=3, cutoff=0.6)
+        hint = f"did you mean: {', '.join(near)}? " if near else ""
+        return f" ({hint}groups: {', '.join(self.groups)}; `hfgi weights list` shows every file)"
 
 
 def manifest_text() -> str:
@@ -147,12 +186,15 @@ def manifest_text() -> str:
 @lru_cache(maxsize=1)
 def load_manifest() -> Manifest:
     data = json.loads(manifest_text())
+    groups = tuple(data.get("groups", {DEFAULT_GROUP: ""}))
     files = []
     for item in data["files"]:
         if item["kind"] not in KINDS:
             raise WeightsError(f"manifest: {item['name']} has unknown kind {item['kind']!r}")
+        if item.get("group", DEFAULT_GROUP) not in groups:
+            raise WeightsError(f"manifest: {item['name']} has unknown group {item['group']!r}")
         files.append(WeightFile(**item))
-    return Manifest(tuple(files), tuple(PackagedFile(**item) for item in data.get("packaged", [])))
+    return Manifest(tuple(files), tuple(PackagedFile(**item) for item in data.get("packaged", [])), groups)
 
 
 # ---------------------------------------------------------------------------------------------- locations
@@ -209,17 +251,37 @@ def resolve_checkpoint(checkpoint: Path | None = None, weights_dir: Path | None 
     return path
 
 
-def _direction_entries(needed: Iterable[str]) -> list[str]:
-    """Manifest names for attribute names (age, smile, eyes, ...) or manifest names; others are ignored."""
-    from .edits import GANSPACE, INTERFACEGAN  # local: edits is only needed for this mapping
-
-    known = set(load_manifest().names)
-    names: list[str] = []
+def _needed_paths(needed: Iterable[str], manifest: Manifest) -> list[str]:
+    """Relative paths for what an edit needs: paths inside the weights folder (``stit/gender.npy``,
+    what the edit catalogue lists), manifest file or group names, or the InterFaceGAN attribute
+    names (``smile``) older callers pass; anything else is left to the edit step to report."""
+    paths: list[str] = []
     for item in needed:
-        name = (
-            f"interfacegan_{item}" if item in INTERFACEGAN else "ganspace_ffhq" if item in GANSPACE else item
-        )
-        if name in known and name not in names:
+        if "/" in item:
+            found = [item]
+        elif item in manifest.groups:
+            found = [e.path for e in manifest.group(item)]
+        elif item in manifest.names:
+            found = [manifest.get(item).path]
+        elif f"interfacegan_{item}" in manifest.names:
+            found = [manifest.get(f"interfacegan_{item}").path]
+        else:
+            found = []
+        paths += [p for p in found if p not in paths]
+    return paths
+
+
+def download_names(paths: Iterable[str], manifest: Manifest | None = None) -> list[str]:
+    """The names ``hfgi weights download`` takes for these relative paths: a group's name where
+    every file of an opt-in group is among them (``styleclip`` for a text edit), else file names."""
+    manifest = manifest or load_manifest()
+    entries = [e for e in (manifest.by_path(p) for p in paths) if e is not None]
+    names: list[str] = []
+    for entry in entries:
+        group = manifest.group(entry.group)
+        whole = entry.group != DEFAULT_GROUP and all(e in entries for e in group)
+        name = entry.group if whole else entry.name
+        if name not in names:
             names.append(name)
     return names
 
@@ -227,31 +289,41 @@ def _direction_entries(needed: Iterable[str]) -> list[str]:
 def resolve_directions_dir(
     directions: Path | None = None, weights_dir: Path | None = None, needed: Iterable[str] = ()
 ) -> Path:
-    """The folder holding ``interfacegan/*.pt`` and ``ganspace/*.pt``.
+    """The folder holding the edit files, laid out as the weights folder is (``interfacegan/``,
+    ``ganspace/``, ``stit/``, ``gradctrl/``, ``styleclip/``).
 
-    An explicit ``--directions`` folder must exist. Otherwise the weights folder is used, and it must
-    hold the files in ``needed`` (attribute or manifest names) or, with ``needed`` empty, at least one
-    of the face direction files: the edit step then reports any single missing file itself.
+    ``needed``: the edit files to be used, as paths inside that folder (an edit catalogue entry's
+    ``files``), manifest file or group names, or InterFaceGAN attribute names. Each must be there,
+    in the explicit ``--directions`` folder or else in the weights folder; the error names the
+    files and the ``hfgi weights download`` command that fetches them. With ``needed`` empty, the
+    weights folder must hold at least one of the face direction files (an explicit folder must
+    exist): the edit step then reports a missing file itself.
     """
+    manifest = load_manifest()
+    needed = list(needed)
     if directions is not None:
         folder = Path(directions).expanduser()
         if not folder.is_dir():
             raise WeightsMissingError(
                 f"directions folder not found: {folder.absolute()} (given with --directions)"
             )
-        return folder
-    manifest = load_manifest()
-    folder = resolve_weights_dir(weights_dir)
-    wanted = _direction_entries(needed) or list(FACE_DIRECTIONS)
-    missing = [n for n in wanted if not (folder / manifest.get(n).path).is_file()]
-    if (needed and missing) or len(missing) == len(wanted):
-        where = ", ".join(str(folder / manifest.get(n).path) for n in missing)
-        raise WeightsMissingError(
-            f"edit direction files missing: expected {where}; fetch them with "
-            f"`{fetch_command(missing, weights_dir)}`, or, if you have them in another folder, point "
-            f"--directions DIR (the folder holding interfacegan/ and ganspace/), --weights-dir DIR or "
-            f"${ENV_HOME} at it"
+        fetch_into: Path | None = folder
+        wanted = _needed_paths(needed, manifest)
+    else:
+        folder = resolve_weights_dir(weights_dir)
+        fetch_into = weights_dir
+        wanted = _needed_paths(needed, manifest) or [manifest.get(n).path for n in FACE_DIRECTIONS]
+    missing = [p for p in wanted if not (folder / p).is_file()]
+    if missing and (needed or len(missing) == len(wanted)):
+        where = ", ".join(str(folder / p) for p in missing)
+        names = download_names(missing, manifest)
+        fetch = f"fetch them with `{fetch_command(names, fetch_into)}`" if names else "no download provides them"
+        elsewhere = (
+            "" if directions is not None else
+            ", or, if you have them in another folder, point --directions DIR (a folder laid out like "
+            f"the weights folder: interfacegan/, ganspace/, stit/, ...), --weights-dir DIR or ${ENV_HOME} at it"
         )
+        raise WeightsMissingError(f"edit files missing: expected {where}; {fetch}{elsewhere}")
     return folder
 
 
@@ -265,20 +337,36 @@ class CheckResult:
     sha_checked: bool
     detail: str
     structure_checked: bool = True
+    blob_checked: bool = False
 
     @property
     def status(self) -> str:
         if self.sha_checked:
             return "sha ok"
+        if self.blob_checked:
+            return "git blob ok"
         return "structure ok" if self.structure_checked else "size ok"
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    return file_digests(path, git_blob=False)[0]
+
+
+def git_blob_of(path: Path) -> str:
+    """Git's object id of a file: SHA-1 of ``b"blob <size>\\0"`` followed by the content."""
+    return file_digests(path, sha256=False)[1]
+
+
+def file_digests(path: Path, sha256: bool = True, git_blob: bool = True) -> tuple[str, str]:
+    """(SHA-256, git blob id) in one read of the file; "" for one not asked for."""
+    sha = hashlib.sha256() if sha256 else None
+    blob = hashlib.sha1(f"blob {path.stat().st_size}\0".encode()) if git_blob else None
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for digest in (sha, blob):
+                if digest is not None:
+                    digest.update(block)
+    return (sha.hexdigest() if sha else ""), (blob.hexdigest() if blob else "")
 
 
 def _torch_load(path: Path) -> Any:
@@ -356,11 +444,197 @@ def check_pca(path: Path, value: Any = None, style_dim: int = 512) -> int:
     return int(comp.shape[0])
 
 
+def check_w_direction(path: Path) -> tuple[int, ...]:
+    """A STIT W direction: an 18x512 float ``.npy`` (one row per W+ code), read without pickle."""
+    array = _load_npy(path)
+    if array.shape != (18, STYLE_DIM) or array.dtype.kind != "f":
+        raise VerificationError(f"{path}: {_describe(array)}; expected an 18x{STYLE_DIM} float W direction")
+    return tuple(array.shape)
+
+
+def check_channel_directions(path: Path) -> int:
+    """StyleCLIP's ``fs3.npy``: one 512-d CLIP direction per StyleSpace channel of the 17 style
+    layers that are not to-RGB (6048 rows for StyleGAN2 FFHQ 1024); returns the row count."""
+    array = _load_npy(path)
+    rows = sum(c for i, c in enumerate(STYLE_CHANNELS) if i % 3 != 1)  # every third layer is to-RGB
+    if array.shape != (rows, STYLE_DIM) or array.dtype.kind != "f":
+        raise VerificationError(f"{path}: {_describe(array)}; expected a {rows}x{STYLE_DIM} float array")
+    return rows
+
+
+def _load_npy(path: Path) -> Any:
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except Exception as exc:  # numpy says ValueError for a pickled array, others for junk
+        raise VerificationError(f"{path}: not a plain .npy array ({_first_line(exc)})") from None
+
+
+def _describe(array: Any) -> str:
+    return f"array of shape {'x'.join(str(s) for s in array.shape) or 'scalar'} ({array.dtype})"
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:limit]
+
+
+def check_classifier(path: Path, value: Any = None) -> tuple[int, int]:
+    """GradCtrl's attribute classifiers: heads ``classifiers.{i}.classifier.{0,2}`` of Linear(512, H)
+    and Linear(H, 1); returns (heads, H). The file is PyTorch's legacy format, read tensors-only."""
+    import torch
+
+    value = _torch_load(Path(path)) if value is None else value
+    if not isinstance(value, dict) or not all(torch.is_tensor(v) for v in value.values()):
+        raise VerificationError(f"{path}: not a state dict of tensors (GradCtrl classifiers)")
+    heads = len({k.split(".")[1] for k in value if k.startswith("classifiers.") and k.count(".") >= 2})
+    hidden = value.get("classifiers.0.classifier.0.bias")
+    hidden_size = int(hidden.numel()) if hidden is not None else 0
+    expected = {}
+    for i in range(heads):
+        head = f"classifiers.{i}.classifier"
+        expected.update({f"{head}.0.weight": (hidden_size, STYLE_DIM), f"{head}.0.bias": (hidden_size,),
+                         f"{head}.2.weight": (1, hidden_size), f"{head}.2.bias": (1,)})
+    got = {k: tuple(v.shape) for k, v in value.items()}
+    if not heads or not hidden_size or got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or sorted(k for k in got if got[k] != expected[k])
+        raise VerificationError(
+            f"{path}: not GradCtrl classifiers (Linear({STYLE_DIM}, H) -> Linear(H, 1) per attribute); "
+            f"unexpected: {', '.join(wrong[:3])}"
+        )
+    return heads, hidden_size
+
+
+def check_classifier_params(path: Path) -> list[str]:
+    """GradCtrl's ``model_params.pkl``: a dict of strings and numbers naming the classifier heads;
+    read with an unpickler that admits no callable. Returns the attribute names."""
+    value = _read_pickle(path, plain=True)
+    attributes = value.get("attributes") if isinstance(value, dict) else None
+    count = value.get("n_attributes") if isinstance(value, dict) else None
+    names = attributes.split(",") if isinstance(attributes, str) else []
+    if not names or not all(names) or count != len(names) or not isinstance(value.get("hidden_size"), int):
+        raise VerificationError(
+            f"{path}: not GradCtrl classifier parameters (needs 'attributes', 'n_attributes', 'hidden_size')"
+        )
+    return names
+
+
+def check_style_stats(path: Path) -> int:
+    """StyleCLIP's ``S_mean_std``: a pickle of (mean, std), each 26 float arrays with the StyleSpace
+    layers' channel counts; read with an unpickler that admits numpy arrays only."""
+    import numpy as np
+
+    value = _read_pickle(path, plain=False)
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(part, (list, tuple)) and len(part) == len(STYLE_CHANNELS)
+        and all(isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.shape == (c,)
+                for a, c in zip(part, STYLE_CHANNELS))
+        for part in value
+    )
+    if not ok:
+        raise VerificationError(
+            f"{path}: not StyleCLIP's S_mean_std (a pair of lists of {len(STYLE_CHANNELS)} float arrays "
+            f"of {'/'.join(str(c) for c in sorted(set(STYLE_CHANNELS), reverse=True))} channels)"
+        )
+    if not all(np.isfinite(a).all() for part in value for a in part) or any((a < 0).any() for a in value[1]):
+        raise VerificationError(f"{path}: S_mean_std holds non-finite values or a negative std")
+    return len(STYLE_CHANNELS)
+
+
+def _read_pickle(path: Path, plain: bool) -> Any:
+    from .safe_pickle import load_arrays, load_plain
+
+    try:
+        data = Path(path).read_bytes()
+        return load_plain(data) if plain else load_arrays(data)
+    except Exception as exc:  # refused callables, truncation, not a pickle at all
+        raise VerificationError(f"{path}: not a safe pickle of plain data ({_first_line(exc)})") from None
+
+
+def check_templates(path: Path) -> int:
+    """StyleCLIP's prompt templates: UTF-8 lines, each with one ``{}`` for the text; returns the count."""
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, OSError) as exc:
+        raise VerificationError(f"{path}: not a UTF-8 text file ({_first_line(exc)})") from None
+    bad = [line for line in lines if line.count("{}") != 1]
+    if not lines or bad:
+        raise VerificationError(f"{path}: prompt templates need one '{{}}' per line; {len(bad)} of "
+                                f"{len(lines)} lines do not")
+    return len(lines)
+
+
+def check_clip(path: Path) -> dict[str, tuple[int, ...]]:
+    """CLIP ViT-B/32: a TorchScript archive (OpenAI's file) or a state dict, with the text tower's
+    tensors of ViT-B/32's shapes. Only the archive's ``data.pkl`` is read, with tensors reduced to
+    their shapes: neither the 340 MB of weights nor any code in the archive is loaded."""
+    from .safe_pickle import load_tensor_shapes
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+            if member is None:
+                raise VerificationError(f"{path}: a zip archive without data.pkl, not a PyTorch file")
+            shapes = load_tensor_shapes(archive.read(member))
+    except zipfile.BadZipFile:
+        raise VerificationError(f"{path}: not a TorchScript or PyTorch zip archive") from None
+    except pickle.UnpicklingError as exc:
+        raise VerificationError(f"{path}: {_first_line(exc)}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise VerificationError(f"{path}: unreadable data.pkl ({_first_line(exc)})") from None
+    found = {k: shapes.get(k) for k in CLIP_SHAPES}
+    if found != CLIP_SHAPES:
+        wrong = ", ".join(f"{k} {'x'.join(map(str, v)) if v else 'absent'}" for k, v in found.items()
+                          if v != CLIP_SHAPES[k])
+        raise VerificationError(f"{path}: not CLIP ViT-B/32's text tower ({wrong})")
+    return {k: tuple(v) for k, v in found.items() if v is not None}
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _kind_from_name(path: Path) -> str | None:
+    """The kind of a file given without a manifest entry, where its name tells (torch files are
+    told from their content instead)."""
+    if path.suffix.lower() == ".npy":
+        return "w_direction" if _load_npy(path).shape == (18, STYLE_DIM) else "channel_directions"
+    if path.suffix.lower() == ".txt":
+        return "templates"
+    if path.suffix.lower() == ".pkl":
+        return "classifier_params"
+    if path.name == "S_mean_std":
+        return "style_stats"
+    if _is_torchscript(path):
+        return "clip"
+    return None
+
+
 def _check_structure(path: Path, kind: str | None) -> tuple[str, str]:
-    """(kind, detail); with no kind given it is told from the content."""
+    """(kind, detail); with no kind given it is told from the name or the content."""
+    kind = kind or _kind_from_name(path)
     if kind == "checkpoint":
         config = check_checkpoint(path)
         return kind, f"{config.domain} {config.size}px, {config.style_count} styles"
+    if kind == "w_direction":
+        return kind, "shape " + "x".join(str(s) for s in check_w_direction(path))
+    if kind == "channel_directions":
+        return kind, f"{check_channel_directions(path)} channels x {STYLE_DIM}"
+    if kind == "classifier_params":
+        return kind, "attributes " + ", ".join(check_classifier_params(path))
+    if kind == "style_stats":
+        return kind, f"mean and std of {check_style_stats(path)} style layers"
+    if kind == "templates":
+        return kind, f"{check_templates(path)} prompt templates"
+    if kind == "clip":
+        check_clip(path)
+        return kind, "ViT-B/32 text tower shapes"
     try:
         value = _torch_load(path)
     except pickle.UnpicklingError:
@@ -370,30 +644,40 @@ def _check_structure(path: Path, kind: str | None) -> tuple[str, str]:
     if kind is None:
         if isinstance(value, dict) and "state_dict" in value:
             return _check_structure(path, "checkpoint")
-        kind = "pca" if isinstance(value, dict) else "direction"
+        if isinstance(value, dict) and any(str(k).startswith("classifiers.") for k in value):
+            kind = "classifier"
+        else:
+            kind = "pca" if isinstance(value, dict) else "direction"
+    if kind == "classifier":
+        heads, hidden = check_classifier(path, value)
+        return kind, f"{heads} classifier heads, hidden size {hidden}"
     if kind == "pca":
         return kind, f"{check_pca(path, value)} components"
     return kind, "shape " + "x".join(str(s) for s in check_direction(path, value))
 
 
 def verify_file(path: Path, entry: WeightFile | None = None, structure: bool = True) -> CheckResult:
-    """Size and SHA-256 (when the manifest knows them), then (``structure``) the contents: keys
-    and shapes of a checkpoint, shapes of a direction; raises VerificationError."""
+    """Size, SHA-256 and git blob id (those the manifest knows, all in one read), then
+    (``structure``) the contents: keys and shapes of a checkpoint or classifier, shapes of a
+    direction or array, the layout of a pickle read safely; raises VerificationError."""
     path = Path(path)
     if not path.is_file():
         raise WeightsMissingError(f"file not found: {path}")
     if entry is not None and entry.size is not None and path.stat().st_size != entry.size:
         raise VerificationError(f"{path}: {path.stat().st_size} bytes, expected {entry.size}")
-    sha_checked = False
-    if entry is not None and entry.sha256:
-        got = sha256_of(path)
-        if got != entry.sha256.lower():
-            raise VerificationError(f"{path}: SHA-256 {got} differs from the manifest's {entry.sha256}")
-        sha_checked = True
+    want_sha = bool(entry and entry.sha256)
+    want_blob = bool(entry and entry.git_blob)
+    if entry is not None and (want_sha or want_blob):
+        sha, blob = file_digests(path, sha256=want_sha, git_blob=want_blob)
+        if want_sha and sha != str(entry.sha256).lower():
+            raise VerificationError(f"{path}: SHA-256 {sha} differs from the manifest's {entry.sha256}")
+        if want_blob and blob != str(entry.git_blob).lower():
+            raise VerificationError(f"{path}: git blob id {blob} differs from the manifest's {entry.git_blob}")
+    kind = entry.kind if entry else "?"
     if not structure:
-        return CheckResult(path, entry.kind if entry else "?", sha_checked, "", structure_checked=False)
+        return CheckResult(path, kind, want_sha, "", structure_checked=False, blob_checked=want_blob)
     kind, detail = _check_structure(path, entry.kind if entry else None)
-    return CheckResult(path, kind, sha_checked, detail)
+    return CheckResult(path, kind, want_sha, detail, blob_checked=want_blob)
 
 
 @dataclass(frozen=True)
@@ -406,24 +690,26 @@ class FileState:
     present: bool
     size: int | None
     verified: str
+    group: str = DEFAULT_GROUP
 
 
 def list_files(weights_dir: Path | None = None) -> list[FileState]:
-    """Every manifest file with its state: size and SHA-256 where known (cheap: the pinned files are
-    small); the contents are left to ``hfgi weights verify``, so listing needs no torch."""
+    """Every manifest file with its state: size, SHA-256 and git blob id where known (cheap: all but
+    CLIP's 340 MB are small, and hashing that takes about a second); the contents are left
+    to ``hfgi weights verify``, so listing needs no torch."""
     folder = resolve_weights_dir(weights_dir)
     manifest = load_manifest()
     rows: list[FileState] = []
     for entry in manifest.files:
         path = folder / entry.path
         if not path.is_file():
-            rows.append(FileState(entry.name, path, entry.kind, False, entry.size, "-"))
+            rows.append(FileState(entry.name, path, entry.kind, False, entry.size, "-", entry.group))
             continue
         try:
             verified = verify_file(path, entry, structure=False).status
         except WeightsError as exc:
             verified = f"BAD: {exc}".replace(f"{path}: ", "")
-        rows.append(FileState(entry.name, path, entry.kind, True, path.stat().st_size, verified))
+        rows.append(FileState(entry.name, path, entry.kind, True, path.stat().st_size, verified, entry.group))
     for packaged in manifest.packaged:
         found = packaged.locate()
         size = found.stat().st_size if found else None
@@ -648,10 +934,13 @@ def download(
     except WeightsError as exc:
         raise _reject(part, entry, str(exc)) from None
     os.replace(part, dest)
-    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail)
+    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail, blob_checked=checked.blob_checked)
 
 
-def missing_names(weights_dir: Path | None = None) -> list[str]:
-    """Manifest files absent from the weights folder (what ``hfgi weights download`` fetches by default)."""
+def missing_names(weights_dir: Path | None = None, groups: Iterable[str] = (DEFAULT_GROUP,)) -> list[str]:
+    """Files of ``groups`` absent from the weights folder: by default what a face model needs and
+    ``hfgi weights download`` fetches with no names (the ``cars`` and ``styleclip`` groups only
+    when named)."""
     folder = resolve_weights_dir(weights_dir)
-    return [e.name for e in load_manifest().files if not (folder / e.path).is_file()]
+    wanted = set(groups)
+    return [e.name for e in load_manifest().files if e.group in wanted and not (folder / e.path).is_file()]

@@ -7,18 +7,20 @@ would, for the tests where the process itself matters (signals, pipes, file perm
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from hfgi_cli.cli import app
-from hfgi_cli.models.hfgi import SMALL_CONFIG, make_random_checkpoint
+from hfgi_cli.models.hfgi import HFGI, SMALL_CONFIG, ModelConfig, make_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -75,7 +77,56 @@ def small_directions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pca = {"mean": torch.randn(1, dim, generator=g), "comp": torch.randn(80, 1, dim, generator=g),
            "std": torch.rand(80, generator=g) + 0.5}
     torch.save(pca, root / "ganspace" / "ffhq_pca.pt")
+    write_catalogue_standins(root, SMALL_CONFIG, seed=0)
     return root
+
+
+STIT_NAMES = ("gender", "eyes_open", "mouth_open", "yaw", "age", "smile")
+GRADCTRL_ATTRIBUTES = "gender,smile,eyeglasses,age,pose"
+
+
+def write_catalogue_standins(root: Path, config: ModelConfig, seed: int = 0) -> None:
+    """Seeded stand-ins, shaped for ``config``, of the files the other edit families read (the
+    official ones are for the 512-D FFHQ model): STIT directions, GradCtrl's classifiers and their
+    params pickle, StyleCLIP's S_mean_std, templates, fs3.npy and a small CLIP in OpenAI's format."""
+    import pickle
+
+    g = torch.Generator().manual_seed(seed)
+    dim, n = config.style_dim, config.n_latent
+    (root / "stit").mkdir(exist_ok=True)
+    for name in STIT_NAMES:
+        np.save(root / "stit" / f"{name}.npy", torch.randn(1, dim, generator=g).repeat(n, 1).double().numpy())
+    (root / "gradctrl").mkdir(exist_ok=True)
+    state = {}
+    for i in range(5):
+        state[f"classifiers.{i}.classifier.0.weight"] = torch.randn(16, dim, generator=g) / dim**0.5
+        state[f"classifiers.{i}.classifier.0.bias"] = 0.1 * torch.randn(16, generator=g)
+        state[f"classifiers.{i}.classifier.2.weight"] = torch.randn(1, 16, generator=g) / 4
+        state[f"classifiers.{i}.classifier.2.bias"] = 0.1 * torch.randn(1, generator=g)
+    torch.save(state, root / "gradctrl" / "model_ffhq.pth")
+    params = {"attributes": GRADCTRL_ATTRIBUTES, "n_attributes": 5, "n_shared_layers": 0, "hidden_size": 16}
+    (root / "gradctrl" / "model_ffhq_params.pkl").write_bytes(pickle.dumps(params, protocol=3))
+    (root / "styleclip").mkdir(exist_ok=True)
+    with torch.device("meta"):
+        layout = HFGI(config).style_layout()
+    means = [np.abs(torch.randn(c, generator=g).numpy()).astype(np.float32) for c, _ in layout]
+    stds = [(0.5 + torch.rand(c, generator=g)).numpy().astype(np.float32) for c, _ in layout]
+    (root / "styleclip" / "S_mean_std").write_bytes(pickle.dumps([means, stds], protocol=2))
+    shutil.copy(DIRECTIONS / "styleclip" / "templates.txt", root / "styleclip" / "templates.txt")
+    fs3 = torch.randn(sum(c for c, to_rgb in layout if not to_rgb), 512, generator=g)
+    np.save(root / "styleclip" / "fs3.npy", (fs3 / fs3.norm(dim=1, keepdim=True)).numpy().astype(np.float32))
+    torch.save(small_clip_state(seed), root / "styleclip" / "ViT-B-32.pt")
+
+
+def small_clip_state(seed: int) -> dict[str, torch.Tensor]:
+    """A seeded CLIP in OpenAI's state-dict layout (512-D embeddings, CLIP's 49408-token vocabulary
+    and 77-token context), with a one-layer, 64-wide text tower and a tiny vision tower."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(seed)  # open_clip initialises from the global generator; a test process owns it
+    model = CLIP(512, CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=64, head_width=64),
+                 CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1), quick_gelu=True)
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="session")

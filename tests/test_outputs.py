@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from hfgi_cli.align import photo_mask
-from hfgi_cli.cli import RunStatus
+from hfgi_cli.commands.common import RunStatus
 from hfgi_cli.engine import load_model
 from hfgi_cli.inputs import collect_inputs, face_name
 from hfgi_cli.pipeline import Job, Pipeline, RunOptions, Sweep

@@ -1,14 +1,17 @@
 """Issue 13: the pipeline as a Ray Data job, on a local 2-CPU Ray cluster started once for these tests.
 
 The Ray run must be the single-machine run: the same files, pixel for pixel, the same latents, the
-same --json lines and exit status, the same skip-if-done; a model actor killed mid-run (SIGKILL)
-costs its batch a retry, not an output.
+same --json lines and exit status, the same skip-if-done; a model actor, a prepare task or a write
+task killed mid-run (SIGKILL) costs a retry, not an output. Issue 20: a run that waits says why;
+SIGTERM stops the run and the cluster it started; a re-run after a killed driver completes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +35,7 @@ ray = pytest.importorskip("ray")  # a guard only: CI installs the extra (pip ins
 
 from hfgi_cli.engine import load_model  # noqa: E402
 from hfgi_cli.pipeline import Job, RunOptions  # noqa: E402
-from hfgi_cli.ray import HFGIEdit, plan_pools, run_on_ray  # noqa: E402
+from hfgi_cli.ray import HFGIEdit, run_on_ray  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -271,37 +274,166 @@ class PidFileHFGIEdit(HFGIEdit):
         return super().__call__(batch)
 
 
-def test_killed_model_actor_is_restarted_and_the_run_completes(ray_cluster: None, small_ckpt: Path,
-                                                               tmp_path: Path) -> None:
+def stop_once(batch, *, pid_file: str, stage, hang_in_rename: bool = False, **kwargs):  # type: ignore[no-untyped-def]
+    """``stage`` (prepare_jobs or write_jobs), except that its first call writes its pid and waits
+    to be killed: at once, or (``hang_in_rename``) inside the first atomic write, once the
+    temporary is written and before it takes its real name. The task Ray runs again works normally."""
+    from unittest import mock
+
+    if os.path.exists(pid_file):
+        return stage(batch, **kwargs)
+
+    def wait_to_be_killed(*args: object) -> None:
+        Path(pid_file).write_text(str(os.getpid()))
+        time.sleep(120)  # a bound, should the test fail to kill it
+
+    if not hang_in_rename:
+        wait_to_be_killed()
+        return stage(batch, **kwargs)
+    with mock.patch("hfgi_cli.atomic.os.replace", wait_to_be_killed):
+        return stage(batch, **kwargs)
+
+
+@pytest.mark.slow
+def test_killed_stages_are_redone_after_a_stall_is_reported(ray_cluster: None, small_ckpt: Path,
+                                                           tmp_path: Path) -> None:
+    """One run, four faults: the cluster busy with another job at first (the watchdog says what Ray
+    waits for; then that job ends), then SIGKILL to a prepare task, to the model actor (Ray starts
+    another, which loads the model again) and to a write task between writing a temporary and
+    renaming it. Every input is done once, every output valid, no temporary left."""
+    from functools import partial
+
+    from hfgi_cli.ray import prepare_jobs, write_jobs
+
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    for face in sorted(FACES.glob("*.jpg"))[:4]:
+    for face in sorted(FACES.glob("*.jpg"))[:2]:
         shutil.copy(face, src / face.name)
-    pid_file = tmp_path / "actor.pid"
-    stage = type("KillMe", (PidFileHFGIEdit,), {"pid_file": pid_file})
+    pids = {stage: tmp_path / f"{stage}.pid" for stage in ("prepare", "model", "write")}
+    hog = ray.remote(num_cpus=2)(type("Hog", (), {"ready": lambda self: True})).remote()
+    ray.get(hog.ready.remote())  # it holds both CPUs: nothing of the run can start
+    stalls: list[str] = []
+
+    def on_stall(line: str) -> None:
+        stalls.append(line)
+        if len(stalls) == 1:
+            ray.kill(hog)  # the other job ends
+
+    killed: dict[str, list[str]] = {}
+
+    def kill_when_waiting() -> None:
+        for stage, pid_file in pids.items():
+            deadline = time.monotonic() + 180
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)  # the pid is written before the file is closed
+            killed[stage] = sorted(p.name for p in out.rglob(".*.part"))
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_waiting, daemon=True)
+    killer.start()
     model = load_model(small_ckpt, device="cpu")
     items, _ = collect_inputs([str(src)])
-    killed: list[int] = []
-
-    def kill_when_busy() -> None:
-        deadline = time.monotonic() + 180
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)  # the pid is written before the file is closed
-        pid = int(pid_file.read_text())
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    killer = threading.Thread(target=kill_when_busy, daemon=True)
-    killer.start()
     done: list[Job] = []
     summary = run_on_ray(model, RunOptions(out, [], aligned=True), items, done.append,
-                         model_args={"checkpoint": small_ckpt, "device": "cpu"}, model_stage=stage)
+                         model_args={"checkpoint": small_ckpt, "device": "cpu"}, workers=1,
+                         model_stage=type("KillMe", (PidFileHFGIEdit,), {"pid_file": pids["model"]}),
+                         prepare_stage=partial(stop_once, pid_file=str(pids["prepare"]), stage=prepare_jobs),
+                         write_stage=partial(stop_once, pid_file=str(pids["write"]), stage=write_jobs,
+                                             hang_in_rename=True),
+                         on_stall=on_stall, stall_after=2, stall_every=2)
     killer.join(timeout=5)
-    assert killed, "the model actor never started"
-    assert summary.exit_code == 0 and sorted(j.status for j in done) == ["ok"] * 4
+    assert stalls and re.match(r"note: --ray: no input finished for \d+ s; requests Ray cannot place yet: ", stalls[0])
+    assert "{CPU 1, memory " in stalls[0] and "free: 0 of 2 CPU" in stalls[0], stalls[0]  # the actor waits
+    assert stalls[0].endswith("model actors: 1 pending creation"), stalls[0]
+    assert set(killed) == set(pids), "a stage never started"
+    assert killed["prepare"] == killed["model"] == [] and len(killed["write"]) == 1  # the write was half-way
+    assert summary.exit_code == 0 and sorted(j.status for j in done) == ["ok"] * 2
     images = assert_outputs_valid(out)  # every image opens, every latent loads, no temporaries
     assert sorted(p.stem for p in images) == sorted(i.rel.name for i in items)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (from /proc), e.g. the Ray cluster a driver started."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def start_driver(small_ckpt: Path, src: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    args = ["invert", str(src), "-o", str(out), "--checkpoint", str(small_ckpt), "--aligned", "--quiet", "--json",
+            "--ray", *extra]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen([sys.executable, "-m", "hfgi_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**env, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_an_output(proc: subprocess.Popen[str], out: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(out.glob("*.png")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no output appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_the_cluster_it_started(small_ckpt: Path, tmp_path: Path) -> None:
+    """As a batch scheduler stops a job: SIGTERM mid-run -> exit 143, no stack dump, no temporary,
+    none of the processes of the cluster it started left; what was written is valid."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for face in sorted(FACES.glob("*.jpg")):
+        shutil.copy(face, src / face.name)
+    proc = start_driver(small_ckpt, src, out)  # no address: a local cluster for the run
+    wait_for_an_output(proc, out)
+    cluster = descendants(proc.pid)
+    assert cluster, "the run started no process"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    for dump in ("Traceback", "Stack trace", "SIGTERM received", "*** "):
+        assert dump not in stderr, stderr
+    assert "(interrupted)" in stderr.splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while any(map(running, cluster)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in cluster if running(pid)], "processes of its cluster outlived the run"
+    assert_outputs_valid(out)
+    assert len(stdout.splitlines()) < len(list(src.iterdir()))
+
+
+@pytest.mark.slow
+def test_driver_killed_then_rerun_completes(ray_cluster: None, small_ckpt: Path, tmp_path: Path) -> None:
+    """The driver SIGKILLed mid-run (its cluster keeps running): the re-run does what is left, and
+    every output is valid, none half-written."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, face in enumerate(sorted(FACES.glob("*.jpg"))[:6]):
+        shutil.copy(face, src / f"{i:02d}.jpg")
+    proc = start_driver(small_ckpt, src, out, "--ray-address", ray.get_runtime_context().gcs_address)
+    wait_for_an_output(proc, out)
+    proc.kill()
+    proc.communicate(timeout=30)
+    again = run_cli("invert", str(src), "-o", str(out), "--checkpoint", str(small_ckpt), "--aligned", "--quiet",
+                    "--json", "--ray")
+    assert again.returncode == 0, again.stderr
+    status = [json.loads(line)["status"] for line in again.stdout.splitlines()]
+    assert len(status) == 6 and set(status) == {"ok", "skipped"}, status  # killed mid-way
+    assert len(assert_outputs_valid(out)) == 6
 
 
 def test_hfgi_edit_stage_on_raw_image_bytes(ray_cluster: None, inputs: Path, small_ckpt: Path,
@@ -326,23 +458,6 @@ def test_hfgi_edit_stage_on_raw_image_bytes(ray_cluster: None, inputs: Path, sma
     assert np.array_equal(good["latent"][0], expected.faces[0].latent.numpy())
 
 
-def test_pools_follow_the_cluster() -> None:
-    two_cores = plan_pools({"CPU": 2.0}, "auto", None, None)
-    assert (two_cores.actors, two_cores.cpus_per_actor, two_cores.cpu_tasks, two_cores.device) == (1, 1, 1, "cpu")
-    assert two_cores.batch_size == 1  # as on one machine: the same floating point
-    gpus = plan_pools({"CPU": 32.0, "GPU": 4.0}, "auto", None, None)
-    assert (gpus.actors, gpus.gpus_per_actor, gpus.cpu_tasks, gpus.device, gpus.batch_size) == (4, 1, 28, "cuda", 8)
-    assert plan_pools({"CPU": 32.0, "GPU": 4.0}, "cpu", None, None).device == "cpu"
-    big_cpu = plan_pools({"CPU": 64.0}, "auto", None, None)
-    assert big_cpu.actors * big_cpu.cpus_per_actor <= 32 and big_cpu.cpu_tasks >= 32
-    one_core = plan_pools({"CPU": 1.0}, "auto", None, None)  # the actor and a task fit at once
-    assert one_core.cpus_per_actor + one_core.cpus_per_task <= 1
-    all_gpu = plan_pools({"CPU": 2.0, "GPU": 2.0}, "auto", None, None)
-    assert all_gpu.cpus_per_actor == 0 and all_gpu.cpu_tasks == 2
-    with pytest.raises(ValueError, match="no GPU"):
-        plan_pools({"CPU": 8.0}, "cuda", None, None)
-
-
 def test_ray_without_the_extra_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import importlib.util
 
@@ -359,6 +474,9 @@ def test_ray_usage_errors_exit_2(ray_cluster: None, small_ckpt: Path, tmp_path: 
     assert alone.returncode == 2 and "--ray-address and --workers go with --ray" in alone.stderr
     no_gpu = run_cli("invert", face, "-o", str(tmp_path), "--ray", "--device", "cuda", "--checkpoint", str(small_ckpt))
     assert no_gpu.returncode == 2 and "the Ray cluster has no GPU" in no_gpu.stderr
+    too_many = run_cli("invert", face, "-o", str(tmp_path), "--ray", "--workers", "2", "--checkpoint", str(small_ckpt))
+    assert too_many.returncode == 2 and too_many.stderr.startswith("error: --workers 2: the Ray cluster (1 node, 2 CPU")
+    assert "holds at most 1 model actor" in too_many.stderr and len(too_many.stderr.strip().splitlines()) == 1
     store = run_cli("invert", "s3://bucket/photos", "-o", str(tmp_path), "--checkpoint", str(small_ckpt))
     assert store.returncode == 2 and store.stderr.strip() == (
         "error: s3://bucket/photos: URIs (s3://, gs://, file://...) can be used with --ray only")

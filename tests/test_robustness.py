@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -321,6 +322,28 @@ def test_ctrl_c_stops_after_the_current_batch(tmp_path: Path, small_ckpt: Path) 
     records = parse_json_lines(stdout)
     assert 1 <= len(records) < n and all(r["status"] == "ok" for r in records)
     assert len(assert_outputs_valid(out)) == len(records)
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path: Path, small_ckpt: Path) -> None:
+    """A batch scheduler's stop (SIGTERM, here sent by the run to itself): the run ends after the
+    current batch, with the shell's status for SIGTERM."""
+    from hfgi_cli.engine import load_model
+    from hfgi_cli.inputs import collect_inputs
+    from hfgi_cli.pipeline import Job, Pipeline, RunOptions
+
+    assert threading.current_thread() is threading.main_thread()  # where the handler is installed
+    src, out = face_folder(tmp_path / "in", 8), tmp_path / "out"
+    items, _ = collect_inputs([str(src)])
+    done: list[Job] = []
+
+    def on_done(job: Job) -> None:
+        done.append(job)
+        if len(done) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    summary = Pipeline(load_model(small_ckpt, device="cpu"), RunOptions(out, [], aligned=True)).run(items, on_done)
+    assert summary.exit_code == 143 and 1 <= len(done) < len(items)
+    assert len(assert_outputs_valid(out)) == len(done) and all(j.status == "ok" for j in done)
 
 
 # ------------------------------------------------------------------------------ shell use

@@ -7,14 +7,19 @@ The server runs on 127.0.0.1 in a thread, is shut down after each test, and stop
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import re
 import socket
 import threading
 import urllib.parse
+import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -150,10 +155,11 @@ def _shared(rel: str) -> bytes:
 
 
 def _serve_manifest_directions(srv: _Server) -> dict[str, bytes]:
-    """Every direction / PCA file of the manifest at its relative path, as a mirror would serve it."""
+    """Every edit file of the default and cars groups at its relative path, as a mirror would serve
+    it (the styleclip group is not in the shared folder: tests serve stand-ins for it)."""
     served = {}
     for entry in w.load_manifest().files:
-        if entry.kind != "checkpoint":
+        if entry.kind != "checkpoint" and entry.group != "styleclip":
             served[entry.path] = _shared(entry.path)
     srv.files.update(served)
     return served
@@ -186,17 +192,67 @@ def test_manifest_copies_are_identical() -> None:
     assert (REPO / "weights" / "manifest.json").read_text(encoding="utf-8") == w.manifest_text()
 
 
+UPSTREAM = {  # the repository (and its default branch) each folder's files come from
+    "interfacegan": "Tengfei-Wang/HFGI/main/editings/interfacegan_directions/",
+    "ganspace": "Tengfei-Wang/HFGI/main/editings/ganspace_pca/",
+    "stit": "rotemtzaban/STIT/main/editings/w_directions/",
+    "gradctrl": "zikuncshelly/GradCtrl/main/model_",
+    "styleclip": "",
+}
+
+
+def _git_blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 def test_manifest_sizes_and_hashes_match_the_official_direction_files() -> None:
     manifest = w.load_manifest()
     assert manifest.get(w.CHECKPOINT).sha256 is None and manifest.get(w.CHECKPOINT).gdrive_id
     for entry in manifest.files:
-        if entry.kind == "checkpoint":
+        if entry.kind == "checkpoint" or entry.group == "styleclip":
             continue
         data = _shared(entry.path)
         assert entry.size == len(data), entry.name
         assert entry.sha256 == hashlib.sha256(data).hexdigest(), entry.name
-        assert entry.url.startswith("https://raw.githubusercontent.com/Tengfei-Wang/HFGI/main/editings/")
+        assert entry.git_blob == _git_blob(data), entry.name
+        folder = entry.path.split("/")[0]
+        assert entry.url.startswith("https://raw.githubusercontent.com/" + UPSTREAM[folder]), entry.name
+        assert entry.source and entry.license, entry.name
     assert manifest.packaged[0].package == "face-recognition-models"
+
+
+def test_manifest_local_names_and_the_styleclip_group() -> None:
+    manifest = w.load_manifest()
+    assert manifest.get("gradctrl_ffhq").path == "gradctrl/model_ffhq.pth"  # upstream model_ffhq/model.pth
+    assert manifest.get("gradctrl_ffhq").url.endswith("/GradCtrl/main/model_ffhq/model.pth")
+    assert manifest.get("gradctrl_cars_params").url.endswith("/GradCtrl/main/model_car/model_params.pkl")
+    assert manifest.get("styleclip_s_mean_std").url.endswith("/STIT/main/editings/styleclip_global/S_mean_std")
+    assert manifest.get("styleclip_templates").url == (
+        "https://raw.githubusercontent.com/hamzapehlivan/StyleRes/master/editings/styleclip_directions/"
+        "styleclip_directions/global_directions/templates.txt"
+    )
+    fs3, clip = manifest.group("styleclip")
+    assert (fs3.path, fs3.size, fs3.sha256) == ("styleclip/fs3.npy", None, None)
+    assert fs3.git_blob == "ef9dc0a49a4e2ffe1c81b8632baab6e3a4466726"
+    assert fs3.url == "https://raw.githubusercontent.com/orpatashnik/StyleCLIP/main/global_torch/npy/ffhq/fs3.npy"
+    assert clip.path == "styleclip/ViT-B-32.pt" and clip.url.split("/")[-2] == clip.sha256  # OpenAI names it so
+    assert len(manifest.select(["stit_gender", "styleclip", "styleclip_fs3"])) == 3
+
+
+def test_groups_keep_cars_and_text_files_out_of_the_default_download(tmp_path: Path) -> None:
+    manifest = w.load_manifest()
+    assert manifest.groups == ("default", "cars", "styleclip")
+    assert [e.name for e in manifest.group("cars")] == ["ganspace_cars", "gradctrl_cars", "gradctrl_cars_params"]
+    assert [e.name for e in manifest.group("styleclip")] == ["styleclip_fs3", "clip_vit_b32"]
+    default = [e.path for e in manifest.group("default")]
+    assert len([p for p in default if p.startswith("stit/")]) == 16
+    for path in ("hfgi_ffhq.pt", "interfacegan/pose.pt", "ganspace/ffhq_pca.pt", "gradctrl/model_ffhq.pth",
+                 "gradctrl/model_ffhq_params.pkl", "styleclip/S_mean_std", "styleclip/templates.txt"):
+        assert path in default
+    assert w.missing_names(tmp_path) == [e.name for e in manifest.group("default")]
+    assert w.missing_names(tmp_path, groups=["styleclip"]) == ["styleclip_fs3", "clip_vit_b32"]
+    with pytest.raises(w.WeightsError, match="unknown model file 'stylecli'.*did you mean: styleclip"):
+        manifest.select(["stylecli"])
 
 
 # ---------------------------------------------------------------------------------------------- locations
@@ -238,12 +294,40 @@ def test_resolve_directions_dir(tmp_path: Path) -> None:
     (tmp_path / "interfacegan").mkdir()
     (tmp_path / "interfacegan" / "smile.pt").write_bytes(_shared("interfacegan/smile.pt"))
     assert w.resolve_directions_dir(None, tmp_path) == tmp_path
-    assert w.resolve_directions_dir(None, tmp_path, needed=["smile"]) == tmp_path
+    assert w.resolve_directions_dir(None, tmp_path, needed=["smile"]) == tmp_path  # an attribute name
+    assert w.resolve_directions_dir(None, tmp_path, needed=["interfacegan/smile.pt"]) == tmp_path  # a path
     with pytest.raises(w.WeightsMissingError, match=r"ganspace/ffhq_pca\.pt.*download ganspace_ffhq"):
-        w.resolve_directions_dir(None, tmp_path, needed=["smile", "eyes"])
+        w.resolve_directions_dir(None, tmp_path, needed=["smile", "ganspace/ffhq_pca.pt"])
     assert w.resolve_directions_dir(DIRECTIONS, None) == DIRECTIONS
     with pytest.raises(w.WeightsMissingError, match="given with --directions"):
         w.resolve_directions_dir(tmp_path / "nope", None)
+
+
+TEXT_EDIT_FILES = ["styleclip/S_mean_std", "styleclip/templates.txt", "styleclip/fs3.npy", "styleclip/ViT-B-32.pt"]
+
+
+def test_resolve_directions_dir_names_the_command_for_catalogue_files(tmp_path: Path) -> None:
+    """The edit catalogue passes its entries' files; the error says exactly what to download."""
+    wd = tmp_path / "wd"
+    gradctrl = ["gradctrl/model_ffhq.pth", "gradctrl/model_ffhq_params.pkl"]
+    with pytest.raises(w.WeightsMissingError) as info:
+        w.resolve_directions_dir(None, wd, needed=["stit/gender.npy", *gradctrl])
+    assert str(wd / "stit" / "gender.npy") in str(info.value)
+    assert (f"`hfgi weights download stit_gender gradctrl_ffhq gradctrl_ffhq_params --weights-dir {wd}`"
+            in str(info.value))
+    for rel in ["stit/gender.npy", *gradctrl, "styleclip/S_mean_std", "styleclip/templates.txt"]:
+        (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wd / rel).write_bytes(_shared(rel))
+    assert w.resolve_directions_dir(None, wd, needed=["stit/gender.npy", *gradctrl]) == wd
+    with pytest.raises(w.WeightsMissingError, match=r"fs3\.npy.*`hfgi weights download styleclip --weights-dir"):
+        w.resolve_directions_dir(None, wd, needed=TEXT_EDIT_FILES)  # a text edit: the opt-in group by name
+    # the cars classifiers are two of the three cars files: named one by one, not as the group
+    with pytest.raises(w.WeightsMissingError, match="download gradctrl_cars gradctrl_cars_params --weights-dir"):
+        w.resolve_directions_dir(None, wd, needed=["gradctrl/model_car.pth", "gradctrl/model_car_params.pkl"])
+    # an explicit --directions folder has the same layout: the command downloads into it
+    with pytest.raises(w.WeightsMissingError, match=f"download styleclip --weights-dir {wd}`$"):
+        w.resolve_directions_dir(wd, None, needed=TEXT_EDIT_FILES)
+    assert w.resolve_directions_dir(wd, None, needed=TEXT_EDIT_FILES[:2]) == wd
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -283,6 +367,87 @@ def test_interruption_is_retried_within_one_call(server: _Server, tmp_path: Path
     entry = w.load_manifest().get("interfacegan_pose")
     assert w.download(entry, tmp_path, mirror=server.base).path.read_bytes() == served[entry.path]
     assert [r[2] is not None for r in server.requests] == [False, True]
+
+
+def test_default_download_fetches_every_small_face_file_and_checks_its_sha256(
+    server: _Server, tmp_path: Path, small_ckpt: Path
+) -> None:
+    served = _serve_manifest_directions(server)
+    server.files["hfgi_ffhq.pt"] = small_ckpt.read_bytes()
+    wd = tmp_path / "wd"
+    env = {w.ENV_MIRROR: server.base}
+    result = runner.invoke(app, ["weights", "download", "-q", "--weights-dir", str(wd)], env=env)
+    assert result.exit_code == 0, result.output
+    default = w.load_manifest().group("default")
+    assert sorted(r[0].lstrip("/") for r in server.requests) == sorted(e.path for e in default)  # nothing else
+    for entry in default:
+        path = wd / entry.path
+        status = "structure ok" if entry.kind == "checkpoint" else "sha ok"
+        assert f"{entry.name}: saved {path} ({status}" in result.stdout
+        if entry.kind != "checkpoint":
+            assert path.read_bytes() == served[entry.path], entry.name
+    assert not (wd / "ganspace" / "cars_pca.pt").exists() and not (wd / "gradctrl" / "model_car.pth").exists()
+    assert not (wd / "styleclip" / "fs3.npy").exists() and not list(wd.rglob("*.part"))
+    again = runner.invoke(app, ["weights", "download", "-q", "--weights-dir", str(wd)], env=env)
+    assert again.exit_code == 0 and again.stdout.startswith("all model files are present")
+
+
+def _standin_fs3(rows: int = 6048) -> bytes:
+    """Seeded floats of fs3.npy's shape (the real file cannot be fetched here)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float32))
+    return buffer.getvalue()
+
+
+def _standin_clip(tmp_path: Path, shapes: dict[str, tuple[int, ...]] = w.CLIP_SHAPES) -> bytes:
+    """A state dict with CLIP ViT-B/32's text-tower shapes; each tensor is one value broadcast, so
+    the file is a few kB (the check reads shapes only)."""
+    path = tmp_path / "clip-standin.pt"
+    torch.save({k: torch.zeros(1, dtype=torch.half).expand(*v) for k, v in shapes.items()}, path)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def _manifest_for_standins(monkeypatch: pytest.MonkeyPatch, fs3: bytes, clip: bytes) -> w.Manifest:
+    """The real manifest with the styleclip group's git blob id and SHA-256 replaced by the stand-ins'
+    (no stand-in can match the real files' hashes); every other field, the URLs included, is kept."""
+    manifest = w.load_manifest()
+    pins = {"styleclip_fs3": {"git_blob": _git_blob(fs3)}, "clip_vit_b32": {"sha256": hashlib.sha256(clip).hexdigest()}}
+    patched = replace(manifest, files=tuple(replace(e, **pins.get(e.name, {})) for e in manifest.files))
+    monkeypatch.setattr(w, "load_manifest", lambda: patched)
+    return patched
+
+
+def test_styleclip_group_is_fetched_on_request(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs3, clip = _standin_fs3(), _standin_clip(tmp_path)
+    _manifest_for_standins(monkeypatch, fs3, clip)
+    server.files.update({"styleclip/fs3.npy": fs3, "styleclip/ViT-B-32.pt": clip})
+    wd = tmp_path / "wd"
+    env = {w.ENV_MIRROR: server.base}
+    result = runner.invoke(app, ["weights", "download", "styleclip", "-q", "--weights-dir", str(wd)], env=env)
+    assert result.exit_code == 0, result.output
+    assert [r[0] for r in server.requests] == ["/styleclip/fs3.npy", "/styleclip/ViT-B-32.pt"]
+    assert f"styleclip_fs3: saved {wd / 'styleclip' / 'fs3.npy'} (git blob ok" in result.stdout
+    assert f"clip_vit_b32: saved {wd / 'styleclip' / 'ViT-B-32.pt'} (sha ok" in result.stdout
+    assert (wd / "styleclip" / "fs3.npy").read_bytes() == fs3
+    result = runner.invoke(app, ["weights", "verify", "styleclip", "--weights-dir", str(wd)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "styleclip_fs3: git blob ok (channel_directions, 6048 channels x 512)",
+        "clip_vit_b32: sha ok (clip, ViT-B/32 text tower shapes)",
+    ]
+    assert w.missing_names(wd, groups=["styleclip"]) == []
+
+
+def test_fs3_that_is_not_the_published_blob_is_rejected(server: _Server, tmp_path: Path) -> None:
+    server.files["styleclip/fs3.npy"] = _standin_fs3()  # right shape, wrong content
+    entry = w.load_manifest().get("styleclip_fs3")
+    with pytest.raises(w.VerificationError, match="rejected and deleted.*git blob id [0-9a-f]{40} differs"):
+        w.download(entry, tmp_path, mirror=server.base)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize("damage", ["flipped", "short"])
@@ -386,6 +551,124 @@ def test_direction_and_pca_shapes(tmp_path: Path) -> None:
         w.verify_file(tmp_path / "p.pt")
 
 
+def test_git_blob_check(tmp_path: Path) -> None:
+    manifest = w.load_manifest()
+    gender = DIRECTIONS / "stit" / "gender.npy"
+    if not gender.is_file():
+        pytest.skip(f"shared data missing: {gender}")
+    assert w.git_blob_of(gender) == manifest.get("stit_gender").git_blob == _git_blob(gender.read_bytes())
+    data = _standin_fs3()
+    path = tmp_path / "fs3.npy"
+    path.write_bytes(data)
+    entry = replace(manifest.get("styleclip_fs3"), git_blob=_git_blob(data))
+    result = w.verify_file(path, entry)
+    assert (result.status, result.kind, result.sha_checked) == ("git blob ok", "channel_directions", False)
+    path.write_bytes(data[:-4] + bytes(4))  # same size and shape, other content
+    with pytest.raises(w.VerificationError, match=f"git blob id {_git_blob(path.read_bytes())} differs"):
+        w.verify_file(path, entry)
+    with pytest.raises(w.VerificationError, match="git blob id"):
+        w.verify_file(path, manifest.get("styleclip_fs3"))  # the published id
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    """A pickle that would create ``marker`` if its callable were resolved."""
+    code = f"open({str(marker)!r}, 'w').close()"
+    return b"cbuiltins\nexec\n(" + pickle.dumps(code, protocol=0)[:-1] + b"tR."
+
+
+def test_npy_checks(tmp_path: Path) -> None:
+    for name, shape, ok in [("d.npy", (18, 512), True), ("d.npy", (17, 512), False),
+                            ("fs3.npy", (6048, 512), True), ("fs3.npy", (6000, 512), False)]:
+        np.save(tmp_path / name, np.zeros(shape))
+        if ok:
+            assert w.verify_file(tmp_path / name).kind == ("w_direction" if name == "d.npy" else "channel_directions")
+        else:
+            with pytest.raises(w.VerificationError, match="expected a"):
+                w.verify_file(tmp_path / name)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(w.VerificationError, match="not a plain .npy array"):
+        w.check_channel_directions(tmp_path / "obj.npy")
+
+
+def test_gradctrl_checks(tmp_path: Path) -> None:
+    model = DIRECTIONS / "gradctrl" / "model_ffhq.pth"
+    if not model.is_file():
+        pytest.skip(f"shared data missing: {model}")
+    assert not zipfile.is_zipfile(model)  # PyTorch's legacy format, which weights_only still reads
+    result = w.verify_file(model)
+    assert (result.kind, result.detail) == ("classifier", "5 classifier heads, hidden size 16")
+    state = torch.load(model, map_location="cpu", weights_only=True)  # saved from CUDA tensors
+    torch.save({k: v for k, v in state.items() if k != "classifiers.3.classifier.2.bias"}, tmp_path / "m.pth")
+    with pytest.raises(w.VerificationError, match="not GradCtrl classifiers.*classifiers.3.classifier.2.bias"):
+        w.check_classifier(tmp_path / "m.pth")
+    assert w.check_classifier_params(DIRECTIONS / "gradctrl" / "model_ffhq_params.pkl") == [
+        "gender", "smile", "eyeglasses", "age", "pose"]
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps({"attributes": "a,b", "n_attributes": 3, "hidden_size": 16}))
+    with pytest.raises(w.VerificationError, match="not GradCtrl classifier parameters"):
+        w.verify_file(tmp_path / "p.pkl")
+    (tmp_path / "evil.pkl").write_bytes(_evil_pickle(tmp_path / "ran"))
+    with pytest.raises(w.VerificationError, match="refusing builtins.exec"):
+        w.verify_file(tmp_path / "evil.pkl")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_styleclip_table_checks(tmp_path: Path) -> None:
+    stats = DIRECTIONS / "styleclip" / "S_mean_std"
+    if not stats.is_file():
+        pytest.skip(f"shared data missing: {stats}")
+    assert w.verify_file(stats).detail == "mean and std of 26 style layers"
+    arrays = [np.zeros(c, np.float32) for c in w.STYLE_CHANNELS]
+    (tmp_path / "S_mean_std").write_bytes(pickle.dumps((arrays, arrays[:-1])))
+    with pytest.raises(w.VerificationError, match="not StyleCLIP's S_mean_std"):
+        w.verify_file(tmp_path / "S_mean_std")
+    (tmp_path / "S_mean_std").write_bytes(_evil_pickle(tmp_path / "ran"))
+    with pytest.raises(w.VerificationError, match="refusing builtins.exec"):
+        w.check_style_stats(tmp_path / "S_mean_std")
+    assert not (tmp_path / "ran").exists()
+    assert w.verify_file(DIRECTIONS / "styleclip" / "templates.txt").detail == "79 prompt templates"
+    (tmp_path / "t.txt").write_text("a photo of a {}.\na photo of nothing\n")
+    with pytest.raises(w.VerificationError, match="1 of 2 lines"):
+        w.check_templates(tmp_path / "t.txt")
+
+
+class _TextTower(torch.nn.Module):
+    """CLIP's text-tower tensor names and ViT-B/32 shapes, each a broadcast value (a tiny file)."""
+
+    def __init__(self, width: int = 512) -> None:
+        super().__init__()
+        z = torch.zeros(1, dtype=torch.half)
+        self.register_buffer("text_projection", z.expand(width, 512))
+        self.register_buffer("positional_embedding", z.expand(77, width))
+        self.token_embedding = torch.nn.Embedding(1, 1)
+        del self.token_embedding.weight
+        self.token_embedding.register_buffer("weight", z.expand(49408, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.text_projection
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace/save are deprecated, OpenAI's file is one
+def test_clip_checks_read_shapes_only(tmp_path: Path) -> None:
+    scripted = tmp_path / "ViT-B-32.pt"
+    torch.jit.save(torch.jit.trace(_TextTower(), torch.zeros(1, 512, dtype=torch.half)), scripted)
+    result = w.verify_file(scripted)
+    assert (result.kind, result.detail) == ("clip", "ViT-B/32 text tower shapes")
+    assert w.check_clip(scripted)["token_embedding.weight"] == (49408, 512)
+    (tmp_path / "sd.pt").write_bytes(_standin_clip(tmp_path))
+    assert w.check_clip(tmp_path / "sd.pt")["text_projection"] == (512, 512)
+    torch.jit.save(torch.jit.trace(_TextTower(768), torch.zeros(1, 768, dtype=torch.half)), tmp_path / "L.pt")
+    with pytest.raises(w.VerificationError, match="not CLIP ViT-B/32's text tower .*text_projection 768x512"):
+        w.check_clip(tmp_path / "L.pt")
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as archive:
+        archive.writestr("evil/data.pkl", _evil_pickle(tmp_path / "ran"))
+    with pytest.raises(w.VerificationError, match="refusing builtins.exec"):
+        w.check_clip(tmp_path / "evil.pt")
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(w.VerificationError, match="not a TorchScript or PyTorch zip"):
+        w.check_clip(tmp_path / "junk.pt")
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 runner = CliRunner()
 
@@ -410,6 +693,9 @@ def test_cli_download_list_verify(server: _Server, tmp_path: Path) -> None:
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│")}
     assert "present" in rows["interfacegan_smile"] and "sha ok" in rows["interfacegan_smile"]
     assert "missing" in rows["hfgi_ffhq"] and "missing" in rows["interfacegan_age"]
+    assert "opt-in" in rows["clip_vit_b32"] and "group styleclip" in rows["clip_vit_b32"]
+    assert "opt-in" in rows["ganspace_cars"] and "group cars" in rows["ganspace_cars"]
+    assert "hfgi weights download cars | styleclip" in " ".join(result.stdout.split())  # the caption says how
     result = runner.invoke(app, ["weights", "verify", "--weights-dir", wd])
     assert result.exit_code == 0 and result.stdout.count("sha ok") == 2
     (tmp_path / "wd" / "interfacegan" / "smile.pt").write_bytes(b"oops")
@@ -426,17 +712,23 @@ def test_cli_verify_checkpoint_file(small_ckpt: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "not a PyTorch file" in result.stderr
 
 
-def test_cli_without_network_tries_every_file_then_prints_one_summary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", ["default", "styleclip"])
+def test_cli_without_network_tries_every_file_then_prints_one_summary(tmp_path: Path, group: str) -> None:
     env = {w.ENV_MIRROR: f"http://127.0.0.1:{_closed_port()}", "COLUMNS": "80"}
-    result = runner.invoke(app, ["weights", "download", "-q", "--weights-dir", str(tmp_path)], env=env)
+    names = [] if group == "default" else [group]
+    result = runner.invoke(app, ["weights", "download", *names, "-q", "--weights-dir", str(tmp_path)], env=env)
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
-    manifest = w.load_manifest()
-    assert lines[0].startswith(f"error: no network: could not fetch {len(manifest.files)} file(s)")
-    assert len(lines) == 1 + len(manifest.files)
-    for entry, line in zip(manifest.files, lines[1:]):  # each with its manual URL and destination
+    files = w.load_manifest().group(group)  # a bare download: the default group only, no cars files
+    assert lines[0].startswith(f"error: no network: could not fetch {len(files)} file(s)")
+    assert len(lines) == 1 + len(files)
+    for entry, line in zip(files, lines[1:]):  # each with its manual URL and destination
         assert line == f"  {entry.name}: {entry.manual_url} -> {tmp_path / entry.path}"
-    assert "https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view" in lines[1]
+    if group == "default":
+        assert "https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view" in lines[1]
+        assert "cars" not in result.stderr and "fs3" not in result.stderr
+    else:
+        assert lines[2].startswith("  clip_vit_b32: https://openaipublic.azureedge.net/clip/models/")
     assert not any(tmp_path.rglob("*.*"))
 
 

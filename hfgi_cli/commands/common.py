@@ -21,7 +21,7 @@ from rich.progress import Progress, ProgressColumn
 from .. import weights as w
 
 if TYPE_CHECKING:
-    from ..edits import EditSpec
+    from ..edits import Output
     from ..engine import Model
     from ..pipeline import Job
 
@@ -78,12 +78,11 @@ OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missin
 CheckpointOpt = typer.Option(
     None, "--checkpoint", "-c", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
 )
-WeightsDirOpt = typer.Option(
-    None, "--weights-dir", help="Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
-)
-DirectionsOpt = typer.Option(
-    None, "--directions", help="Directions folder (interfacegan/, ganspace/). Default: the weights folder."
-)
+WEIGHTS_DIR_HELP = "Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
+WeightsDirOpt = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP)
+DIRECTIONS_HELP = ("Folder of edit files laid out as the weights folder (interfacegan/, ganspace/, stit/, gradctrl/, "
+                   "styleclip/). Default: the weights folder.")
+DirectionsOpt = typer.Option(None, "--directions", help=DIRECTIONS_HELP)
 DirectionOpt = typer.Option(
     [], "--direction", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
 )
@@ -141,13 +140,38 @@ QualityOpt = typer.Option(
     "inversion); an edit also decodes the inversion for it (one more generator pass a face).",
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
-JsonOpt = typer.Option(False, "--json", help="One JSON object per input on stdout (and nothing else there).")
+JSON_HELP = "One JSON object per input on stdout (and nothing else there)."
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 RayOpt = typer.Option(
     False, "--ray",
     help="Run on a Ray cluster: --ray-address, else $RAY_ADDRESS, else one started with `ray start` on this "
     "machine, else a local one for the run. Detection on CPU tasks, the model on one actor per GPU (CPU actors "
     "without GPUs); the same outputs, --json lines and exit status. INPUT and OUT may be URIs (s3://, gs://, "
     "file://). Needs `pip install 'hfgi-cli\\[ray]'`.",
+)
+TextOpt = typer.Option(
+    [], "--text", "-t", metavar="PROMPT",
+    help="A text edit (StyleCLIP global direction), e.g. --text \"face with curly hair\"; repeatable. Needs "
+    "`pip install 'hfgi-cli\\[text]'` and `hfgi weights download styleclip`. Strength: -10..10 (3-5 is typical).",
+)
+NeutralOpt = typer.Option(
+    None, "--neutral", metavar="PROMPT",
+    help="With --text: the same description without the change (e.g. \"face with hair\"); default \"face\".",
+)
+BetaOpt = typer.Option(
+    None, "--beta",
+    help="With --text: how relevant a style channel must be to move, 0..1 exclusive (default 0.15; higher: "
+    "fewer channels, a more focused edit).",
+)
+DetailOpt = typer.Option(
+    1.0, "--detail", min=0.0, max=1.0,
+    help="How much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
+    "(lower it when an edit that removes something, hair or glasses, brings it back).",
+)
+CombineOpt = typer.Option(
+    False, "--combine",
+    help="All the edits together in one output (e.g. older and smiling: OUT/<name>_age+2_smile+1.5.jpg) "
+    "instead of one output each.",
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
 WorkersOpt = typer.Option(
@@ -164,16 +188,21 @@ def load_for_run(
     device: str,
     precision: str,
     batch_size: Optional[int],
-    edits: list[EditSpec],
+    edits: list[Output],
 ) -> Model:
     """Everything that can refuse a run, checked before any input is touched (exit 2 on failure):
-    the precision, the attribute names, the checkpoint, the device, and every edit's direction file."""
+    the edit names and options, the files a text edit needs, the precision, the checkpoint, the
+    device, and every edit's file."""
     from ..edits import EditError, check_names
     from ..engine import load_model
     from ..models.hfgi import CheckpointError
 
     try:
-        check_names(edits)  # unknown names and duplicates fail before the checkpoint is read
+        check_names(edits)  # unknown names, duplicates, a missing extra fail before the checkpoint is read
+        if any(part.text is not None for output in edits for part in output.parts):
+            from ..edits.styleclip import check_files
+
+            check_files(Path(directions).expanduser() if directions else w.resolve_weights_dir(weights_dir))
         model = load_model(checkpoint, device=device, precision=precision, directions=directions,
                            weights_dir=weights_dir, batch_size=batch_size)
         model.edit_specs(edits)
@@ -182,19 +211,40 @@ def load_for_run(
     return model
 
 
-def edit_specs_from_options(attrs: list[str], strengths: list[float], directions: list[Path]) -> list[EditSpec]:
-    from ..edits import EditSpec
+def edit_specs_from_options(
+    attrs: list[str],
+    strengths: list[float],
+    directions: list[Path],
+    texts: Optional[list[str]] = None,
+    neutral: Optional[str] = None,
+    beta: Optional[float] = None,
+    detail: float = 1.0,
+    combine: bool = False,
+) -> list[Output]:
+    """The outputs that --attr, --direction and --text ask for (with their --strength values in
+    that order), one each, or one with all of them (--combine); bad values exit 2 here."""
+    from ..edits import EditError, EditSpec, as_edit_specs, text_spec
 
-    wanted: list[tuple[str, Optional[str]]] = [(a, None) for a in attrs] + [(p.stem, str(p)) for p in directions]
-    if not wanted:
-        fail("give at least one --attr NAME (see --list-attrs) or --direction FILE")
-    if len(strengths) == 1 and len(wanted) > 1:
-        strengths = strengths * len(wanted)
+    texts = texts or []
+    count = len(attrs) + len(directions) + len(texts)
+    if not count:
+        fail("give at least one --attr NAME (see --list-attrs), --direction FILE or --text PROMPT")
+    if len(strengths) == 1 and count > 1:
+        strengths = strengths * count
     if not strengths:
-        strengths = [1.0] * len(wanted)
-    if len(strengths) != len(wanted):
-        fail(f"{len(wanted)} edits but {len(strengths)} --strength values; give one per edit (or one for all)")
-    return [EditSpec(name, s, file) for (name, file), s in zip(wanted, strengths)]
+        strengths = [1.0] * count
+    if len(strengths) != count:
+        fail(f"{count} edits but {len(strengths)} --strength values; give one per edit (or one for all)")
+    if (neutral is not None or beta is not None) and not texts:
+        fail("--neutral and --beta go with --text")
+    try:
+        specs = [EditSpec(a, s, detail=detail) for a, s in zip(attrs, strengths)]
+        specs += [EditSpec(p.stem, s, str(p), detail=detail) for p, s in zip(directions, strengths[len(attrs):])]
+        specs += [text_spec(t, s, neutral=neutral, beta=beta, detail=detail)
+                  for t, s in zip(texts, strengths[len(attrs) + len(directions):])]
+        return as_edit_specs(specs, combine=combine, detail=detail)
+    except EditError as exc:
+        fail(str(exc))
 
 
 def face_indices(text: Optional[str], aligned: bool) -> Optional[list[int]]:

@@ -7,29 +7,35 @@ stages on a Ray cluster); ``align`` calls ``crops.align_items``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from .attrs import listing_callback
 from .common import (
+    DIRECTIONS_HELP,
+    JSON_HELP,
+    WEIGHTS_DIR_HELP,
     AlignedOpt,
     BatchOpt,
+    BetaOpt,
     CheckpointOpt,
+    CombineOpt,
+    DetailOpt,
     DetectorOpt,
     DeviceOpt,
     DirectionOpt,
-    DirectionsOpt,
     FacesOpt,
     InputsArg,
     JsonOpt,
     LatentsOpt,
     MaxFacesOpt,
     MinFaceOpt,
+    NeutralOpt,
     OutOpt,
     OverwriteOpt,
     PrecisionOpt,
@@ -40,6 +46,7 @@ from .common import (
     RayOpt,
     RunStatus,
     SaveCropsOpt,
+    TextOpt,
     WeightsDirOpt,
     WorkersOpt,
     console,
@@ -54,7 +61,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..edits import EditSpec
+    from ..edits import Output
     from ..pipeline import Job, RunOptions, RunSummary
 
 # Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
@@ -62,7 +69,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-def _sweep(text: str) -> Any:
+def _sweep(text: str, detail: float = 1.0) -> Any:
     """``attr=from:to:count`` -> pipeline.Sweep."""
     from ..edits import EditError, check_attribute
     from ..pipeline import Sweep
@@ -81,7 +88,7 @@ def _sweep(text: str) -> Any:
         check_attribute(attr)
     except EditError as exc:
         fail(f"--sweep: {exc}")
-    return Sweep(attr, tuple(round(a + (b - a) * k / (n - 1), 6) for k in range(n)))
+    return Sweep(attr, tuple(round(a + (b - a) * k / (n - 1), 6) for k in range(n)), detail)
 
 
 # ----------------------------------------------------------------------------- invert / edit
@@ -94,7 +101,7 @@ def _latents(mode: str) -> str:
 
 
 def _run(description: str, inputs: list[str], options: RunOptions, model_args: dict[str, Any], quiet: bool,
-         as_json: bool, edits: Optional[list[EditSpec]] = None, ray: Optional[dict[str, Any]] = None,
+         as_json: bool, edits: Optional[list[Output]] = None, ray: Optional[dict[str, Any]] = None,
          out: Optional[str] = None) -> NoReturn:
     """Load the model, check every edit up front, then stream the inputs through the pipeline (or,
     with ``ray`` (``run_on_ray``'s address and workers), run it on a Ray cluster). ``out``: -o as
@@ -119,6 +126,9 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     if not items:
         fail("no inputs to process", code=2 if not problems else 1)
 
+    from ..edits import describe
+
+    described = [describe(e) for e in edits or options.edits] or None  # what each --json line's outputs are
     status = RunStatus(description, len(items))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -134,18 +144,19 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
                 if job.status == "error":
                     error(str(job.error))
                 if as_json:
-                    write_stdout(json.dumps(job.report()) + "\n")
+                    write_stdout(json.dumps({**job.report(), "edits": described}) + "\n")
                 status.count(job)
                 bar.update(task, completed=status.done, status=status.text(short=True))
 
         if ray is None:
             summary = Pipeline(model, options).run(items, on_done)
         else:
-            from ..ray import ClusterError, run_on_ray
+            from ..cluster import ClusterError
+            from ..ray import run_on_ray
 
             try:
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
-            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked
+            except ClusterError as exc:  # cannot be joined, or cannot run the model as asked (exit 2)
                 fail(str(exc))
     _print_summary(summary, quiet, extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
@@ -161,6 +172,12 @@ def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) 
 
     if find_spec("ray") is None:
         fail("--ray needs Ray: pip install 'hfgi-cli[ray]'")
+    from ..cluster import unreachable
+
+    where = address or os.environ.get("RAY_ADDRESS")
+    reason = unreachable(where) if where else None  # before the model loads: Ray would retry for minutes
+    if reason is not None:
+        fail(f"--ray: cannot join {where}: {reason}")
     return {"address": address, "workers": workers}
 
 
@@ -243,34 +260,30 @@ def invert(
          out=out)
 
 
-def _list_attrs_callback(value: bool) -> None:
-    if not value:
-        return
-    from ..edits import list_attributes
-
-    table = Table(title="Edit attributes")
-    for col in ("attribute", "kind", "default range"):
-        table.add_column(col)
-    for row in list_attributes():
-        table.add_row(*row)
-    Console().print(table)
-    raise typer.Exit(0)
-
-
 @app.command(
-    epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out",
+    epilog="Examples: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
+    "hfgi edit photos/ --attr age --attr smile -s 2 -s 1.5 --combine -o out   |   "
+    "hfgi edit photos/ --text \"face with curly hair\" --neutral \"face with hair\" -s 4 -o out",
 )
 def edit(
     inputs: list[str] = InputsArg,
     out: str = OutOpt,
-    attr: list[str] = typer.Option([], "--attr", "-a", help="Attribute to edit (repeatable; see --list-attrs)."),
+    attr: list[str] = typer.Option([], "--attr", "-a", help="Edit to make (repeatable; see --list-attrs)."),
     strength: list[float] = typer.Option(
-        [], "--strength", "-s", help="Strength for each --attr/--direction, in order (one value: for all)."
+        [], "--strength", "-s",
+        help="Strength for each --attr, then each --direction, then each --text, in order (one value: for all).",
     ),
     direction: list[Path] = DirectionOpt,
-    directions: Optional[Path] = DirectionsOpt,
+    text: list[str] = TextOpt,
+    neutral: Optional[str] = NeutralOpt,
+    beta: Optional[float] = BetaOpt,
+    combine: bool = CombineOpt,
+    detail: float = DetailOpt,
+    directions: Optional[Path] = typer.Option(
+        None, "--directions", help=DIRECTIONS_HELP, is_eager=True, callback=listing_callback),
     checkpoint: Optional[Path] = CheckpointOpt,
-    weights_dir: Optional[Path] = WeightsDirOpt,
+    weights_dir: Optional[Path] = typer.Option(
+        None, "--weights-dir", help=WEIGHTS_DIR_HELP, is_eager=True, callback=listing_callback),
     batch_size: Optional[int] = BatchOpt,
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
@@ -290,30 +303,34 @@ def edit(
     quality: bool = QualityOpt,
     overwrite: bool = OverwriteOpt,
     quiet: bool = QuietOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " With --list-attrs: one line per edit.",
+                                 is_eager=True, callback=listing_callback),
     use_ray: bool = RayOpt,
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
     list_attrs: bool = typer.Option(
-        False, "--list-attrs", is_eager=True, callback=_list_attrs_callback, help="List the attributes and exit."
+        False, "--list-attrs", is_eager=True, callback=listing_callback,
+        help="List every edit (family, what it does, strength range, licence, whether its files are here) and exit.",
     ),
 ) -> None:
-    """Edit faces: one output per --attr/--strength pair, all sharing one encoding of each image.
+    """Edit faces: one output per edit (or one for all with --combine), all sharing one encoding of each image.
 
     Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
-    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned).
+    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned);
+    a text edit is named after its prompt (OUT/<name>_face-with-curly-hair+4.jpg).
     """
     from ..pipeline import RunOptions
 
     if sweep is not None:
-        if attr or direction or strength:
-            fail("give --sweep alone, or --attr/--direction with --strength, not both")
-        if preview or save_crops or latents != "full" or quality:
-            fail("--sweep writes only its grids: drop --preview, --save-crops, --latents and --quality")
-        sweep_spec = _sweep(sweep)
-        specs = sweep_spec.specs
+        if attr or direction or strength or text:
+            fail("give --sweep alone, or --attr/--direction/--text with --strength, not both")
+        if preview or save_crops or latents != "full" or quality or combine:
+            fail("--sweep writes only its grids: drop --preview, --save-crops, --latents, --quality and --combine")
+        sweep_spec = _sweep(sweep, detail)
+        specs: list[Any] = sweep_spec.specs
     else:
-        sweep_spec, specs = None, edit_specs_from_options(attr, strength, direction)
+        sweep_spec = None
+        specs = edit_specs_from_options(attr, strength, direction, text, neutral, beta, detail, combine)
     options = RunOptions(Path(out), [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite,
                          save_crops=save_crops, max_faces=max_faces, faces=face_indices(faces, aligned),
                          min_face=min_face, detector=detector, latents=_latents(latents), preview=preview,

@@ -9,13 +9,18 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..interrupt import stop_on_sigint
+from ..interrupt import exit_status, stop_on_signals
 from .common import (
+    BetaOpt,
     CheckpointOpt,
+    DetailOpt,
     DeviceOpt,
+    DirectionOpt,
     DirectionsOpt,
+    NeutralOpt,
     PrecisionOpt,
     QuietOpt,
+    TextOpt,
     WeightsDirOpt,
     edit_specs_from_options,
     fail,
@@ -45,21 +50,28 @@ app = typer.Typer()
         "1.3x its size); "
         "frames where detection fails take the square from their neighbours (up to 10 frames), others stay "
         "unedited. Memory does not grow with the clip's length. Exit status: 0 ok, 1 the input could not "
-        "be read or has no face, 2 usage error, 130 Ctrl-C (no output is left behind)."
+        "be read or has no face, 2 usage error, 130 Ctrl-C, 143 SIGTERM (no output is left behind)."
     ),
     epilog=(
         "Examples:  hfgi video clip.mp4 --attr smile --strength 2 -o smile.mp4\n\n"
+        "hfgi video clip.mp4 --attr eyeglasses -s 1 --text \"face with curly hair\" -s 4 -o both.mp4\n\n"
         "hfgi video smile.pt --attr age --strength-ramp 0:-3 -o younger.mp4   (no re-inversion)"
     ),
 )
 def video_command(
     input: Path = typer.Argument(..., help="Video file, GIF, folder of frames, or OUTPUT.pt of an earlier run."),
     out: Path = typer.Option(..., "-o", "--out", help="Output video (.mp4); OUTPUT.pt is written beside it."),
-    attr: Optional[str] = typer.Option(None, "--attr", "-a", help="Attribute to edit (see `hfgi edit --list-attrs`)."),
-    direction: Optional[Path] = typer.Option(
-        None, "--direction", help="Custom direction file instead of --attr (.pt/.npy; 512, 1x512 or n_latent x 512)."
+    attr: list[str] = typer.Option(
+        [], "--attr", "-a", help="Edit to make (see `hfgi edit --list-attrs`); several are combined into one video."),
+    direction: list[Path] = DirectionOpt,
+    text: list[str] = TextOpt,
+    neutral: Optional[str] = NeutralOpt,
+    beta: Optional[float] = BetaOpt,
+    detail: float = DetailOpt,
+    strength: list[float] = typer.Option(
+        [], "--strength", "-s",
+        help="Edit strength, the same on every frame: one per --attr, then --direction, then --text (one: for all).",
     ),
-    strength: Optional[float] = typer.Option(None, "--strength", "-s", help="Edit strength, the same on every frame."),
     strength_ramp: Optional[str] = typer.Option(
         None, "--strength-ramp", metavar="A:B", help="Strength changing linearly from A (first frame) to B (last)."
     ),
@@ -91,18 +103,18 @@ def video_command(
             a, b = (float(v) for v in strength_ramp.split(":"))
         except ValueError:
             fail(f"--strength-ramp takes A:B (two numbers), not {strength_ramp!r}")
-        if strength is not None:
+        if strength:
             fail("give --strength or --strength-ramp, not both")
+        if len(attr) + len(direction) + len(text) > 1:
+            fail("--strength-ramp ramps one edit; give one --attr, --direction or --text")
         ramp = (a, b)
-    elif strength is None:
+    elif not strength:
         fail("give --strength S (or --strength-ramp A:B)")
-    if (attr is None) == (direction is None):
-        fail("give one edit: --attr NAME or --direction FILE")
     if out.suffix.lower() != ".mp4":
         fail(f"-o {out}: the output must be an .mp4 file")
     if not input.exists():
         fail(f"{input}: no such file or folder", code=1)
-    (spec,) = edit_specs_from_options([attr] if attr else [], [strength or 0.0], [direction] if direction else [])
+    (spec,) = edit_specs_from_options(attr, strength or [0.0], direction, text, neutral, beta, detail, combine=True)
     model = load_for_run(checkpoint, weights_dir, directions, device, precision, None, [spec])
 
     from .. import video as hv
@@ -115,8 +127,9 @@ def video_command(
                               latent_smooth=latent_smooth, fps=fps, quality=quality)
     run = hv.edit_video_from_latents if from_latents else hv.edit_video
     stop = threading.Event()
+    signals: list[int] = []
     try:
-        with stop_on_sigint(stop), progress(
+        with stop_on_signals(stop, signals), progress(
             quiet, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("frames {task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         ) as bar:
@@ -130,7 +143,7 @@ def video_command(
             result = run(model, input, out, options, on_progress=report, stop=stop)
     except KeyboardInterrupt:
         note("interrupted: no output written")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_status(signals[0]) if signals else 130) from None
     except (hv.VideoError, InputError) as exc:
         fail(str(exc), code=1)
     except ValueError as exc:

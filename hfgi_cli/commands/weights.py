@@ -55,41 +55,51 @@ def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     """Show every model file: present or missing, size, and whether its size and SHA-256 check out
     (`hfgi weights verify` also checks the contents)."""
     folder, why = w.locate_weights_dir(weights_dir)
-    table = Table(title=f"model files in {folder}", caption=f"folder chosen by: {why}")
+    manifest = w.load_manifest()
+    groups = " | ".join(g for g in manifest.groups if g != w.DEFAULT_GROUP)
+    table = Table(title=f"model files in {folder}", caption=(
+        f"folder chosen by: {why}; opt-in files are fetched only when named: hfgi weights download {groups}"
+    ))
     table.add_column("name", no_wrap=True)
     table.add_column("file", overflow="fold")
     table.add_column("present", no_wrap=True)
     table.add_column("size", no_wrap=True, justify="right")
     table.add_column("verified", overflow="fold", min_width=12)
-    packages = {p.name: p.package for p in w.load_manifest().packaged}
+    packages = {p.name: p.package for p in manifest.packaged}
     for row in w.list_files(weights_dir):
         if row.name in packages:
             shown = f"packaged: {packages[row.name]}"
         else:
             shown = str(row.path.relative_to(folder)) if row.path else "-"
-        present = "[green]present[/]" if row.present else "[red]missing[/]"
+        opt_in = not row.present and row.group != w.DEFAULT_GROUP
+        present = "[green]present[/]" if row.present else "opt-in" if opt_in else "[red]missing[/]"
         verified = f"[red]{escape(row.verified)}[/]" if row.verified.startswith("BAD") else escape(row.verified)
+        if opt_in:
+            verified = f"group {row.group}"
         table.add_row(row.name, shown, present, _human(row.size), verified)
     Console().print(table)
 
 
 @app.command(
     "download",
-    epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi",
+    epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi   |   "
+           "hfgi weights download styleclip",
 )
 def weights_download(
     names: Optional[list[str]] = typer.Argument(
-        None, help="Files to fetch (see `hfgi weights list`); default: every missing one."
+        None, help="Files or groups to fetch (see `hfgi weights list`; groups: default, cars, styleclip "
+                   "for text edits); default: every missing file of the default group."
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
     force: bool = typer.Option(False, "--force", help="Fetch again even if the file is present."),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Fetch model files, resuming an interrupted download; only checked files are kept."""
+    """Fetch model files, resuming an interrupted download; only checked files are kept. With no
+    names, what a face model needs; the cars and styleclip groups only when named."""
     folder = w.resolve_weights_dir(weights_dir)
     manifest = w.load_manifest()
     try:
-        entries = [manifest.get(n) for n in (names or w.missing_names(weights_dir))]
+        entries = manifest.select(names or w.missing_names(weights_dir))
     except w.WeightsError as exc:
         fail(str(exc))
     if not entries:
@@ -137,11 +147,12 @@ def weights_download(
 )
 def weights_verify(
     file: Optional[str] = typer.Argument(
-        None, help="A manifest name or a file path; default: every present file in the weights folder."
+        None, help="A manifest name, a group or a file path; default: every present file in the weights folder."
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
 ) -> None:
-    """Check files: SHA-256 where known, and structure (checkpoint keys and shapes, direction shapes)."""
+    """Check files: SHA-256 or git blob id where known, and structure (checkpoint keys and shapes,
+    direction and array shapes, pickles read safely)."""
     folder = w.resolve_weights_dir(weights_dir)
     manifest = w.load_manifest()
     by_path = {(folder / e.path).absolute(): e for e in manifest.files}
@@ -149,9 +160,8 @@ def weights_verify(
         targets = [(folder / e.path, e) for e in manifest.files if (folder / e.path).is_file()]
         if not targets:
             fail(f"no model files in {folder}; fetch them with `{w.fetch_command([], weights_dir)}`")
-    elif file in manifest.names:
-        entry = manifest.get(file)
-        targets = [(folder / entry.path, entry)]
+    elif file in manifest.names or file in manifest.groups:
+        targets = [(folder / e.path, e) for e in manifest.select([file])]
     else:
         path = Path(file).expanduser()
         targets = [(path, by_path.get(path.absolute()))]

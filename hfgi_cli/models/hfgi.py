@@ -5,10 +5,12 @@ The data path of one batch (all tensors in [-1, 1]):
     x (B,3,256,256) --encoder--> W+ = e4e(x) + latent_avg
     image0 = G(W+)                                    # first pass, stored noise
     distortion = x - down256(clamp(image0))
-    edit0 = down256(clamp(G(W')))  (or down256(clamp(image0)) when W' == W+)
+    edit0 = down256(clamp(G(W', dS)))  (or down256(clamp(image0)) when W' == W+, dS == 0)
     aligned = ADA(cat(distortion, edit0))
-    conditions = consultation(aligned)                # (scale, shift) at 64x64
-    output = G(W', conditions)                        # full resolution
+    conditions = detail * consultation(aligned)       # (scale, shift) at 64x64; detail 1 is published
+    output = G(W', conditions, dS)                    # full resolution
+
+W' is the (edited) W+ code and dS the StyleSpace offsets of a text edit (none otherwise).
 
 ``encode`` covers the first three lines once per image; ``decode`` covers the rest once per edit,
 so any number of edits share one encoding.
@@ -21,6 +23,7 @@ import math
 import os
 import pickle
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -261,9 +264,16 @@ class HFGI(nn.Module):
         return self.latent_avg.device
 
     def synthesize(
-        self, latent: torch.Tensor, conditions: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        latent: torch.Tensor,
+        conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
+        style_offsets: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        return self.decoder(latent, conditions, randomize_noise=False, form=self.form)
+        return self.decoder(latent, conditions, randomize_noise=False, form=self.form, style_offsets=style_offsets)
+
+    def style_layout(self) -> tuple[tuple[int, bool], ...]:
+        """Per StyleSpace layer of the generator: (channels, whether it is a to-RGB layer)."""
+        return tuple((conv.in_ch, not conv.demodulate) for conv in self.decoder.style_layers())
 
     @staticmethod
     def to_low_res(image: torch.Tensor) -> torch.Tensor:
@@ -292,11 +302,21 @@ class HFGI(nn.Module):
         latent: torch.Tensor,
         distortion: torch.Tensor,
         edit_low_res: torch.Tensor | None = None,
+        style_offsets: Sequence[torch.Tensor | None] | None = None,
+        detail: float = 1.0,
     ) -> torch.Tensor:
-        """Second pass for codes W' (edited or not): full-resolution output in [-1, 1] (unclamped)."""
-        if edit_low_res is None:
-            edit_low_res = self.to_low_res(self.synthesize(latent))
-        image = self.synthesize(latent, self.consult(distortion, edit_low_res))
+        """Second pass for codes W' (edited or not; ``style_offsets`` move its StyleSpace):
+        full-resolution output in [-1, 1] (unclamped). ``detail`` scales the consultation's
+        conditions: 1 is the published model, 0 the plain e4e image G(W') (no consultation run)."""
+        if detail == 0.0:
+            image = self.synthesize(latent, None, style_offsets)
+        else:
+            if edit_low_res is None:
+                edit_low_res = self.to_low_res(self.synthesize(latent, None, style_offsets))
+            scale, shift = self.consult(distortion, edit_low_res)
+            if detail != 1.0:
+                scale, shift = scale * detail, shift * detail
+            image = self.synthesize(latent, (scale, shift), style_offsets)
         top, bottom = self.config.output_rows
         return image[:, :, top:bottom, :]
 

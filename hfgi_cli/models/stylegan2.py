@@ -185,21 +185,28 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, form: Form = Form()) -> torch.Tensor:
-        out, demod = self.forward_undemodulated(x, style, form)
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, form: Form = Form(), offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        out, demod = self.forward_undemodulated(x, style, form, offset)
         if demod is not None:
             out = out * demod.view(-1, self.out_ch, 1, 1).to(out.dtype)
         return out
 
     def forward_undemodulated(
-        self, x: torch.Tensor, style: torch.Tensor, form: Form = Form()
+        self, x: torch.Tensor, style: torch.Tensor, form: Form = Form(), offset: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution and, separately, the [B, out] demodulation factors still to apply
-        (None when already applied), so the caller can fuse them into the activation."""
+        (None when already applied), so the caller can fuse them into the activation.
+
+        ``offset`` [B, in_ch] moves the style vector (StyleSpace, the affine layer's output) before
+        it modulates the weights: StyleCLIP's edits."""
         weight = self.weight[0] * self.scale  # [out, in, k, k], shared by the batch
         # styles and demodulation stay in fp32 under autocast: they are tiny and precision-critical
         with torch.autocast(device_type=x.device.type, enabled=False):
             style = self.modulation(style.float())  # [B, in_ch]
+            if offset is not None:
+                style = style + offset.float()
             demod = None
             if self.demodulate:
                 # sum over (in, k, k) of (w * s)^2 == (s^2) @ sum_k(w^2)^T
@@ -286,11 +293,12 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(
-        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, form: Form = Form()
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, form: Form = Form(),
+        offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if form.tail == "ref":  # the published sequence of separate, out-of-place ops
-            return self.activate(self.noise(self.conv(x, style, form), noise))
-        out, demod = self.conv.forward_undemodulated(x, style, form)
+            return self.activate(self.noise(self.conv(x, style, form, offset), noise))
+        out, demod = self.conv.forward_undemodulated(x, style, form, offset)
         if noise is None:
             noise = out.new_empty(out.shape[0], 1, out.shape[2], out.shape[3]).normal_()
         # demodulation, noise, bias and activation in one fused step (one pass on CUDA)
@@ -306,9 +314,10 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(
-        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None, form: Form = Form()
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None, form: Form = Form(),
+        offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        out = self.conv(x, style, form) + self.bias.to(x.dtype)
+        out = self.conv(x, style, form, offset) + self.bias.to(x.dtype)
         if skip is not None:
             out = out + self.upsample(skip, form.upfirdn2d)
         return out
@@ -375,6 +384,14 @@ class Generator(nn.Module):
     def condition_channels(self) -> int:
         return self.channels[self.condition_res]
 
+    def style_layers(self) -> list[ModulatedConv2d]:
+        """The modulated convs in StyleSpace order: conv1, to_rgb1, then per resolution the
+        upsampling conv, the conv and the to-RGB (26 layers at 1024 px)."""
+        layers = [self.conv1.conv, self.to_rgb1.conv]
+        for conv_up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            layers += [conv_up.conv, conv.conv, to_rgb.conv]
+        return layers
+
     def stored_noise(self) -> list[torch.Tensor]:
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
@@ -384,23 +401,28 @@ class Generator(nn.Module):
         conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
         randomize_noise: bool = False,
         form: Form = Form(),
+        style_offsets: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """Synthesize from W+ codes ``[B, n_latent, style_dim]`` (always ``input_is_latent``)."""
+        """Synthesize from W+ codes ``[B, n_latent, style_dim]`` (always ``input_is_latent``);
+        ``style_offsets``: per layer of ``style_layers``, [B, channels] added to its style vector
+        (None: unchanged)."""
+        offsets = list(style_offsets) if style_offsets is not None else [None] * (2 + 3 * len(self.to_rgbs))
         noise: list[torch.Tensor | None]
         noise = [None] * self.num_layers if randomize_noise else list(self.stored_noise())
         out = self.input(latent.shape[0]).to(latent.dtype)
         if form.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        out = self.conv1(out, latent[:, 0], noise[0], form)
-        skip = self.to_rgb1(out, latent[:, 1], None, form)
+        out = self.conv1(out, latent[:, 0], noise[0], form, offsets[0])
+        skip = self.to_rgb1(out, latent[:, 1], None, form, offsets[1])
         i = 1
         for block, (conv_up, conv, to_rgb) in enumerate(zip(self.convs[::2], self.convs[1::2], self.to_rgbs)):
-            out = conv_up(out, latent[:, i], noise[1 + 2 * block], form)
+            s = 2 + 3 * block
+            out = conv_up(out, latent[:, i], noise[1 + 2 * block], form, offsets[s])
             if conditions is not None and 2 ** (block + 3) == self.condition_res:
                 scale, shift = conditions
                 out = out * (1 + scale.to(out.dtype)) + shift.to(out.dtype)
-            out = conv(out, latent[:, i + 1], noise[2 + 2 * block], form)
-            skip = to_rgb(out, latent[:, i + 2], skip, form)
+            out = conv(out, latent[:, i + 1], noise[2 + 2 * block], form, offsets[s + 1])
+            skip = to_rgb(out, latent[:, i + 2], skip, form, offsets[s + 2])
             i += 2
         return skip
 

@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 
 from ..align import MIN_QSIZE, AlignedFace, align_quad
-from ..edits import EditSpec
-from ..engine import FaceWork, Model, Slot, Work, slot_label
+from ..edits import Edited, Output, describe, is_per_image
+from ..engine import FaceWork, Model, Slot, Work, slot_detail, slot_label
 from ..images import Photo, image_to_tensor
 from ..models.hfgi import ENCODER_INPUT_SIZE
 from ..quality import FaceQuality
@@ -55,9 +55,13 @@ ProgressCallback = Callable[[int, Optional[int]], None]
 """Called with (frames written so far, total frames or None when unknown)."""
 
 
+PER_IMAGE_MOVE_SMOOTHING = 0.8
+"""Weight of the previous frame in the moving average of a per-image edit's move (GradCtrl): about
+five frames' worth, so a move that changes with the frame's own codes does not flicker."""
+
 @dataclass
 class VideoOptions:
-    edit: EditSpec
+    edit: Output
     """The edit; its strength applies to every frame unless ``ramp`` is given."""
     ramp: tuple[float, float] | None = None
     """Strength from A on the first frame to B on the last."""
@@ -132,6 +136,7 @@ class FrameEditor:
             raise VideoError("--strength-ramp needs the number of frames, which this input does not tell")
         self.model, self.opts, self.n_frames, self.source, self.store = model, opts, n_frames, source, store
         self.ema = LatentEMA(opts.latent_smooth)
+        self.move_ema = LatentEMA(PER_IMAGE_MOVE_SMOOTHING) if is_per_image(opts.edit) else None
         self.pending: list[Frame] = []
         self.quality: list[tuple[int, FaceQuality]] = []
         # frames held at most for one model batch (a long stretch without a face must not pile up)
@@ -154,7 +159,13 @@ class FrameEditor:
             slot = self._slot(edited)
             measure = self.opts.quality and all(f.face.picture is not None for f in edited)  # type: ignore[union-attr]
             slots: list[Slot] = [None, slot] if measure else [slot]
-            self.model.decode_faces([f.face for f in edited], slots)  # type: ignore[misc]
+            faces = [f.face for f in edited]
+            if self.move_ema is None:
+                self.model.decode_faces(faces, slots)  # type: ignore[arg-type]
+            else:
+                if measure:
+                    self.model.decode_faces(faces, [None])  # type: ignore[arg-type]
+                self._decode_smoothed_move(edited, slot)
             for f in edited:
                 photo = Photo(Image.fromarray(f.pixels), "RGB", None)
                 work = Work(self.source, [f.face], photo=photo)  # type: ignore[list-item]
@@ -165,6 +176,18 @@ class FrameEditor:
                     if self.store is not None:
                         self.store.frames[f.index].quality = result.faces[0].quality
         return [f.pixels for f in frames]
+
+    def _decode_smoothed_move(self, frames: list[Frame], slot: Slot) -> None:
+        """A per-image edit (GradCtrl) computes its move of W+ on every frame; the moves are
+        averaged over frames (``PER_IMAGE_MOVE_SMOOTHING``) so that the edit does not flicker."""
+        assert self.move_ema is not None
+        latent = torch.stack([f.face.latent for f in frames])  # type: ignore[union-attr]
+        with self.model.runtime.session():
+            edited = self.model.apply_edit(latent.to(self.model.device), slot)
+        moves = edited.codes.float().cpu() - latent
+        smoothed = torch.stack([self.move_ema(f.index, f.shot, m) for f, m in zip(frames, moves)])
+        self.model.decode_codes([f.face for f in frames], Edited(latent + smoothed, edited.offsets),  # type: ignore[misc]
+                                slot_detail(slot))
 
     def _encode(self, frames: list[Frame]) -> None:
         if not frames:
@@ -267,8 +290,7 @@ def edit_video(
         _write(out, editor.flush(), src.n_frames, on_progress, stop)
         audio = src.kind == "video" and src.has_audio
         _finish(out, src.path if audio else None, stop)
-        edit = {"attr": opts.edit.attr, "direction_file": opts.edit.direction_file, "strength": opts.edit.strength,
-                "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
+        edit = {**describe(opts.edit), "ramp": opts.ramp, "latent_smooth": opts.latent_smooth}
         # the codes before the video: an existing OUT.mp4 always has its latents
         store.commit(src, model.checkpoint, opts.smooth_window, edit)
         out.commit()
