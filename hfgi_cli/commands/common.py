@@ -170,8 +170,8 @@ DetailOpt = typer.Option(
 )
 CombineOpt = typer.Option(
     False, "--combine",
-    help="All the edits together in one output (e.g. older and smiling: OUT/<name>_age+2_smile+1.5.jpg) "
-    "instead of one output each.",
+    help="All the edits together in one output (e.g. older and smiling, named <name>_age+2_smile+1.5) instead "
+    "of one output each.",
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
 WorkersOpt = typer.Option(

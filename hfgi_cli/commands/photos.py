@@ -261,6 +261,10 @@ def invert(
 
 
 @app.command(
+    help="Edit faces: one output per edit (or one for all with --combine), all sharing one encoding of each "
+    "image.\n\nOutputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces pasted "
+    "back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png and .pt (--aligned); a text edit "
+    "is named after its prompt (face-with-curly-hair+4).",
     epilog="Examples: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
     "hfgi edit photos/ --attr age --attr smile -s 2 -s 1.5 --combine -o out   |   "
     "hfgi edit photos/ --text \"face with curly hair\" --neutral \"face with hair\" -s 4 -o out",
@@ -313,12 +317,7 @@ def edit(
         help="List every edit (family, what it does, strength range, licence, whether its files are here) and exit.",
     ),
 ) -> None:
-    """Edit faces: one output per edit (or one for all with --combine), all sharing one encoding of each image.
-
-    Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
-    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned);
-    a text edit is named after its prompt (OUT/<name>_face-with-curly-hair+4.jpg).
-    """
+    """`hfgi edit`: the outputs the options ask for, through ``_run``."""
     from ..pipeline import RunOptions
 
     if sweep is not None:
