@@ -27,6 +27,7 @@ from .common import (
     CombineOpt,
     Command,
     DetailOpt,
+    DetectorOpt,
     DeviceOpt,
     DirectionOpt,
     FacesOpt,
@@ -251,6 +252,7 @@ def invert(
     max_faces: Optional[int] = MaxFacesOpt,
     faces: Optional[str] = FacesOpt,
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
     quality: bool = QualityOpt,
@@ -266,7 +268,7 @@ def invert(
 
     options = RunOptions(Path(out), [], aligned=aligned, overwrite=overwrite, save_crops=save_crops,
                          max_faces=max_faces, faces=face_indices(faces, aligned), min_face=min_face,
-                         latents=_latents(latents), preview=preview, quality=quality)
+                         detector=detector, latents=_latents(latents), preview=preview, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
     _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers),
@@ -312,6 +314,7 @@ def edit(
     max_faces: Optional[int] = MaxFacesOpt,
     faces: Optional[str] = FacesOpt,
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
     sweep: Optional[str] = typer.Option(
@@ -350,8 +353,8 @@ def edit(
         specs = edit_specs_from_options(attr, strength, direction, text, neutral, beta, detail, combine)
     options = RunOptions(Path(out), [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite,
                          save_crops=save_crops, max_faces=max_faces, faces=face_indices(faces, aligned),
-                         min_face=min_face, latents=_latents(latents), preview=preview, sweep=sweep_spec,
-                         quality=quality)
+                         min_face=min_face, detector=detector, latents=_latents(latents), preview=preview,
+                         sweep=sweep_spec, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
     _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers),
@@ -394,6 +397,7 @@ def align_command(
         None, "--max-faces", min=1, metavar="N", help="Keep at most N faces per photo (the largest ones)."
     ),
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     from ..crops import align_items
@@ -407,7 +411,7 @@ def align_command(
         _no_inputs(problems)
     with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("aligning", total=len(items))
-        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, on_note=note,
+        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, detector=detector, on_note=note,
                              on_photo_done=lambda _path: bar.advance(task))
     if not quiet:
         note(f"wrote {len(report.written)} face(s) from {len(items)} photo(s) to {out}")
