@@ -2,6 +2,7 @@
 """Face detection recall, false faces and speed on composite photos with known faces.
 
     python benchmarks/bench_detect.py [--photos 24] [--seed 0] [--legacy] [--angles 0,-22,22]
+    python benchmarks/bench_detect.py --conditions [--per-condition 4] [--designs before,after]
 
 Each test photo (1 to 12 MP) is a background with 1-8 of the 12 aligned faces of
 ``../shared/data/faces`` pasted in, each scaled so that its FFHQ crop is 80-600 px and rotated by
@@ -15,6 +16,18 @@ the faces the goal covers (crop >= 128 px and >= 4 % of the photo's long side, |
 false faces per photo (detections matching no true face; on the no-face photos separately), the
 median alignment error of found faces (corner distance / side), and seconds per photo by size.
 ``--legacy`` measures the previous detector (one upright HOG pass on a copy of at most 1024 px).
+
+``--conditions``: the faces that break detectors in real photos, made from the same faces by
+occluding and degrading them as ``tests/face_photos.py`` describes (caps, hats, glasses,
+sunglasses, a hand or a microphone over the face, strong side light, motion blur, turned heads
+approximated by a squeeze with perspective; low light and heavy JPEG over the whole photo).
+``--per-condition`` photos per condition (cycling through 1, 3, 6 and 12 MP), each with 2-6 goal
+faces (crop >= 140 px and >= 4.5 % of the long side, tilt -30..30) all under that condition, the
+truth being the clean face's landmarks carried through the same changes; plus ``--empty`` photos
+without a face. Every design runs on the same photos: ``before`` is HOG alone (hits >= 0.5, the
+detector before CNN confirmation), ``after`` the default detector (HOG, its weak hits confirmed
+by the CNN), ``cnn`` the CNN everywhere (slow: ~10x). Printed per design: recall per condition,
+false faces per photo with faces and in the photos without, seconds per photo by size.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from hfgi_cli.align import face_quad  # noqa: E402
 from hfgi_cli.detect import _detector, _predictor, detect_faces  # noqa: E402
+from tests import face_photos  # noqa: E402
 
 SIZES_MP = (1.0, 3.0, 6.0, 12.0)
 ASPECT = 4 / 3
@@ -146,8 +160,92 @@ def match(found: list[np.ndarray], truth: list[TrueFace]) -> tuple[list[float | 
     return errors, len(quads) - len(used)
 
 
+DESIGNS = {
+    "before": {"confirm_score": 0.5},
+    "after": {},
+    "cnn": {"detector": "cnn"},
+}
+
+
+def compose_condition(rng: np.random.Generator, faces: list[Image.Image], mp: float,
+                      condition: str) -> tuple[Image.Image, list[TrueFace]]:
+    """A photo of 2-6 goal faces, every one under ``condition``; the truth is the FFHQ square of
+    the clean face's landmarks carried through the condition's change and the paste."""
+    w = int(math.sqrt(mp * 1e6 * ASPECT))
+    h = int(w / ASPECT)
+    photo = background(rng, (w, h))
+    placed: list[TrueFace] = []
+    for _ in range(int(rng.integers(2, 7))):
+        side = float(rng.uniform(max(140, 0.045 * w), min(600, 0.45 * h)))
+        tilt = float(rng.uniform(-30, 30))
+        for _attempt in range(30):
+            cx, cy = rng.uniform(0.75 * side, w - 0.75 * side), rng.uniform(0.75 * side, h - 0.75 * side)
+            if all(np.hypot(cx - f.centre[0], cy - f.centre[1]) > 0.8 * (side + f.side) for f in placed):
+                break
+        else:
+            continue
+        face = faces[int(rng.integers(len(faces)))]
+        made = face_photos.apply(condition, face, rng)
+        lm = face_photos.paste(photo, made, side, tilt, (cx, cy), face_photos.landmarks(face))
+        quad, qside = face_quad(lm)
+        placed.append(TrueFace(quad, qside, tilt))
+    return face_photos.degrade_photo(condition, photo, rng), placed
+
+
+def conditions_main(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(args.seed)
+    faces = face_photos.shared_faces()
+    designs = args.designs.split(",")
+    photos: list[tuple[str, float, Image.Image, list[TrueFace]]] = []
+    for condition in face_photos.CONDITIONS:
+        for k in range(args.per_condition):
+            mp = SIZES_MP[k % len(SIZES_MP)]
+            photos.append((condition, mp, *compose_condition(rng, faces, mp, condition)))
+    for k in range(args.empty):
+        mp = SIZES_MP[k % len(SIZES_MP)]
+        w = int(math.sqrt(mp * 1e6 * ASPECT))
+        photos.append(("no face", mp, background(rng, (w, int(w / ASPECT))), []))
+    found: dict[str, dict[str, list[int]]] = {d: {} for d in designs}  # design -> condition -> [hits, faces, false]
+    seconds: dict[str, dict[float, list[float]]] = {d: {mp: [] for mp in SIZES_MP} for d in designs}
+    for condition, mp, photo, truth in photos:
+        for design in designs:
+            start = time.perf_counter()
+            detected = detect_faces(photo, **DESIGNS[design])
+            seconds[design][mp].append(time.perf_counter() - start)
+            errors, extra = match(detected, truth)
+            row = found[design].setdefault(condition, [0, 0, 0, 0])
+            row[0] += sum(e is not None for e in errors)
+            row[1] += len(truth)
+            row[2] += extra
+            row[3] += 1
+            print(f"  {condition} {mp:.0f} MP {design}: {sum(e is not None for e in errors)}/{len(truth)} found, "
+                  f"{extra} false, {seconds[design][mp][-1]:.2f} s", file=sys.stderr, flush=True)
+    print(f"{len(photos)} photos ({args.per_condition} per condition, {args.empty} without faces), seed {args.seed}")
+    print(f"{'condition':12s} {'faces':>5s}  " + "  ".join(f"{d + ' recall':>14s} {'false':>5s}" for d in designs))
+    for condition in [*face_photos.CONDITIONS, "no face"]:
+        n = found[designs[0]][condition][1]
+        cells = []
+        for d in designs:
+            hits, total, false, count = found[d][condition]
+            recall = f"{100 * hits / total:5.1f} % ({hits:>2d})" if total else "      -      "
+            cells.append(f"{recall:>14s} {false / count:5.2f}")
+        print(f"{condition:12s} {n:5d}  " + "  ".join(cells))
+    print("false faces per photo: with faces / without faces")
+    for d in designs:
+        with_faces = [v for c, v in found[d].items() if c != "no face"]
+        per_photo = sum(v[2] for v in with_faces) / max(1, sum(v[3] for v in with_faces))
+        print(f"  {d:8s} {per_photo:.2f} / {found[d]['no face'][2]} in {found[d]['no face'][3]} photos")
+    print("seconds per photo (detection + landmarks), mean (max):")
+    for mp in SIZES_MP:
+        print(f"  {mp:4.0f} MP  " + "  ".join(
+            f"{d} {np.mean(seconds[d][mp]):5.2f} ({np.max(seconds[d][mp]):5.2f})" for d in designs if seconds[d][mp]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conditions", action="store_true", help="recall per hard condition, designs side by side")
+    ap.add_argument("--per-condition", type=int, default=4, help="photos per condition (with --conditions)")
+    ap.add_argument("--designs", default="before,after", help=f"with --conditions: of {', '.join(DESIGNS)}")
     ap.add_argument("--photos", type=int, default=24, help="photos with faces (spread over 1-12 MP)")
     ap.add_argument("--empty", type=int, default=8, help="photos without a face")
     ap.add_argument("--seed", type=int, default=0)
@@ -155,6 +253,9 @@ def main() -> None:
     ap.add_argument("--angles", default=None, help="angles to scan, e.g. 0,-22,22 (default: the detector's)")
     ap.add_argument("--min-face", type=float, default=None, help="min_face of the detector (default: its own)")
     args = ap.parse_args()
+    if args.conditions:
+        conditions_main(args)
+        return
     rng = np.random.default_rng(args.seed)
     faces = [Image.open(p).convert("RGB") for p in sorted((SHARED / "data" / "faces").glob("*.jpg"))]
     options: dict = {}

@@ -24,7 +24,12 @@ def main() -> None:
 
     # the published checkpoint and directions from the weights folder unless given
     model = hfgi_cli.load_model(args.checkpoint, directions=args.directions)
-    result = model.edit(args.photo, {"age": 2.5, "smile": 1.5})  # one encoding per face, two edits
+    # one encoding per face, three outputs: two single edits and one with both of the others at once
+    result = model.edit(args.photo, [
+        hfgi_cli.EditSpec("age", 2.5),
+        hfgi_cli.EditSpec("smile", 1.5),
+        hfgi_cli.Combined((hfgi_cli.EditSpec("gender", -2.0), hfgi_cli.EditSpec("eyeglasses", 1.0))),
+    ])
     args.out.mkdir(parents=True, exist_ok=True)
     for label, image in result.images.items():
         image.save(args.out / f"{args.photo.stem}_{label}.png")

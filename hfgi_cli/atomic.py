@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def atomic_path(final: Path) -> Iterator[Path]:
     with temp_beside(Path(final)) as tmp:
         yield tmp
         os.replace(tmp, final)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why outputs cannot be written into ``folder`` (None when they can): it is a file, or a file
+    stands where a folder above it must be created, or creating an entry there fails (no permission,
+    a read-only disk). Tried for real (an entry is created and removed), so it is true for root and
+    under ACLs alike; nothing is left behind, and a folder that does not exist yet is not created."""
+    folder = Path(folder)
+    existing = folder
+    try:
+        while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as exc:  # a folder above it may not be entered
+        return f"cannot be reached ({exc.strerror or exc})"
+    if not existing.is_dir():
+        if existing == folder:
+            return "is a file, not a folder"
+        return f"cannot be created: {existing} is a file, not a folder"
+    try:
+        if existing == folder:
+            tmp = _create_temp(folder / "hfgi-write-check", _TEMP_SUFFIX)
+            tmp.unlink()
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".hfgi-write-check.", dir=existing))
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        return f"cannot write there ({cause})" if existing == folder else f"cannot be created in {existing} ({cause})"
+    return None
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:

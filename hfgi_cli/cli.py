@@ -14,10 +14,11 @@ import typer
 
 from . import __version__
 from .commands import evaluate, photos, video, weights
-from .commands.common import note
+from .commands.common import Group, note
 from .interrupt import Stopped
 
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
     help="Edit faces in photos and videos with HFGI (High-Fidelity GAN Inversion, CVPR 2022).",

@@ -30,6 +30,7 @@ def align_items(
     max_faces: int | None = None,
     min_qsize: float = MIN_QSIZE,
     min_face: float | None = None,
+    detector: str = "hog",
     on_note: Callable[[str], None] | None = None,
     on_photo_done: Callable[[Path], None] | None = None,
 ) -> AlignReport:
@@ -38,6 +39,7 @@ def align_items(
     ``k`` counts the written faces of one photo in reading order (``inputs.face_name``); ``<item>`` is the input's
     place under OUT as ``inputs.collect_inputs`` lays it out (the same rule as ``invert``/``edit``).
     A photo that cannot be read or has no usable face is reported and the run goes on.
+    ``detector``: see ``detect.detect_faces``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def align_items(
         try:
             photo = load_picture(item.path)
             found = find_faces(photo.image, size, max_faces=max_faces, min_qsize=min_qsize, min_face=min_face,
-                               source=str(item.path))
+                               source=str(item.path), detector=detector)
         except Exception as exc:  # one bad photo must not end the run (load_picture names the cause)
             note(str(exc) if isinstance(exc, InputError) else f"{item.path}: cannot read ({exc})")
             report.failed.append(item.path)

@@ -1,8 +1,15 @@
-"""Face detection: dlib's HOG detector and its 68-point landmark predictor, and ``find_faces``,
-the photo -> aligned face crops step that the engine and ``hfgi align`` share.
+"""Face detection: dlib's HOG detector, its CNN (MMOD) face detector and 68-point landmark
+predictor, and ``find_faces``, the photo -> aligned face crops step that the engine and ``hfgi
+align`` share.
 
-The predictor file ships in the PyPI package ``face-recognition-models``; dlib itself comes from
-``dlib-bin`` (a prebuilt wheel). Both are loaded once per process, at first use.
+``detector="hog"`` (the default): HOG scans the photo; a hit scoring ``DETECT_MIN_SCORE`` or more
+is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under a cap, behind a hand, in
+side light, but also a patch of texture) is shown to the CNN on a small upright crop around it
+and kept when the CNN finds a face there. ``detector="cnn"``: the CNN scans the whole photo
+(10-13x the time of HOG's passes: ~30-50 s for a 1600x1000 photo on a 2-core CPU).
+
+The model files ship in the PyPI package ``face-recognition-models``; dlib itself comes from
+``dlib-bin`` (a prebuilt wheel). They are loaded at first use.
 """
 
 from __future__ import annotations
@@ -35,8 +42,23 @@ tilted by up to ~30 degrees but misses some from ~10 degrees on (10-11 of the 12
 12-33 degrees); the turned passes find those (benchmarks/bench_detect.py: 99 % of the goal faces
 tilted up to 30 degrees, against 83 % upright on a 1024 px copy)."""
 DETECT_MIN_SCORE = 0.5
-"""dlib HOG score below which a detection is dropped; real faces score > 1 in our samples while
-weak hits (the mission patch in the astronaut photo, at 0.12) are rejected."""
+"""dlib HOG score from which a hit is a face without confirmation (clean faces score > 1 in our
+samples; faces under caps, in side light or turned score 0-0.5, like the mission patch in the
+astronaut photo at 0.12)."""
+CONFIRM_MIN_SCORE = 0.0
+"""HOG hits from this score up to ``DETECT_MIN_SCORE`` are confirmed by the CNN. On the shared faces
+under caps, hats and side light (tests/face_photos.py), a face that scores below 0 scores below
+-0.5 too: a lower floor finds no more of them and sends more texture to the CNN."""
+CONFIRM_BOX = 96.0
+"""The CNN confirms a weak hit on a crop scaled so that the HOG box is this many pixels (its
+smallest face is ~80 px) and turned upright, ``CONFIRM_CROP`` times the box wide."""
+CONFIRM_CROP = 2.0
+CNN_BOX_RATIO = 0.94
+"""CNN box side / HOG box side, and the CNN box centre's offset (fraction of the side, downwards)
+from the HOG box's: measured on the 12 shared faces (0.76-1.10 and -0.21-0.02), so that the
+landmark predictor, trained on HOG boxes, gets a box like HOG's from a CNN detection."""
+CNN_BOX_DROP = 0.08
+DETECTORS = ("hog", "cnn")
 HOG_MIN_BOX = 80.0
 """The HOG window: dlib finds no face whose box is smaller than this in the image it scans."""
 CROP_PER_BOX = 1.9
@@ -49,8 +71,8 @@ ROLL_REFINE = 4.0
 upright, where the predictor is as accurate as on an upright face."""
 
 
-def _shape_predictor_path() -> Path:
-    """The 68-point model shipped by PyPI ``face-recognition-models``.
+def _model_path(name: str) -> Path:
+    """A model file shipped by PyPI ``face-recognition-models``.
 
     Its ``__init__`` imports ``pkg_resources`` (gone from new setuptools), so find the folder
     without importing the package.
@@ -59,10 +81,14 @@ def _shape_predictor_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the face-recognition-models package is not installed (pip install it)")
     for folder in spec.submodule_search_locations:
-        path = Path(folder) / "models" / "shape_predictor_68_face_landmarks.dat"
+        path = Path(folder) / "models" / name
         if path.is_file():
             return path
-    raise RuntimeError("face-recognition-models has no models/shape_predictor_68_face_landmarks.dat")
+    raise RuntimeError(f"face-recognition-models has no models/{name}")
+
+
+def _shape_predictor_path() -> Path:
+    return _model_path("shape_predictor_68_face_landmarks.dat")
 
 
 _predictor_lock = threading.Lock()
@@ -102,6 +128,14 @@ def _detector() -> Iterator[Any]:
         _idle_detectors.put(detector)
 
 
+def _cnn_detector() -> Any:
+    """A CNN (MMOD) face detector for one thread's use (the network keeps its activations inside;
+    reading the 0.7 MB model takes milliseconds)."""
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(_model_path("mmod_human_face_detector.dat")))
+
+
 @dataclass
 class _Candidate:
     centre: np.ndarray  # (x, y) photo pixel coordinates
@@ -121,10 +155,10 @@ def _scan(image: Image.Image, angle: float, min_score: float) -> list[_Candidate
     """One HOG pass over ``image`` turned by ``-angle`` about its centre (so faces tilted by
     ``angle`` stand upright; the corners that turn out of the frame are not scanned in this pass,
     faces there are left to the upright one, which finds most faces up to ~30 degrees);
-    candidates in ``image``'s coordinates."""
+    candidates with scores from ``min_score`` in ``image``'s coordinates."""
     rotated = image.rotate(-angle, Image.Resampling.BILINEAR) if angle else image
     with _detector() as detector:
-        boxes, scores, _ = detector.run(np.asarray(rotated), 0, 0.0)
+        boxes, scores, _ = detector.run(np.asarray(rotated), 0, min(0.0, min_score))
     ex, ey = _axes(angle)
     centre_in, centre_out = np.array(image.size) / 2.0, np.array(rotated.size) / 2.0
     found = []
@@ -133,6 +167,48 @@ def _scan(image: Image.Image, angle: float, min_score: float) -> list[_Candidate
             continue
         d = np.array([(box.left() + box.right()) / 2.0 + 0.5, (box.top() + box.bottom()) / 2.0 + 0.5]) - centre_out
         found.append(_Candidate(centre_in + d[0] * ex + d[1] * ey, float(box.width()), angle, float(score)))
+    return found
+
+
+def _upright_crop(image: Image.Image, c: _Candidate) -> Image.Image:
+    """The square around candidate ``c`` (``CONFIRM_CROP`` x its box), turned so the face stands
+    upright and scaled so its box is ``CONFIRM_BOX`` px: resized with a proper filter first (a
+    big face is scaled down several times), then turned."""
+    scale = CONFIRM_BOX / c.side
+    size = int(round(CONFIRM_CROP * CONFIRM_BOX))
+    half = 0.75 * CONFIRM_CROP * c.side  # covers the turned square (sqrt(2)/2 < 0.75)
+    left, top = c.centre - half
+    region = image.crop((round(left), round(top), round(left + 2 * half), round(top + 2 * half)))
+    region = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))),
+                           Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if c.angle:
+        region = region.rotate(-c.angle, Image.Resampling.BILINEAR)
+    off = (region.width - size) // 2, (region.height - size) // 2
+    return region.crop((off[0], off[1], off[0] + size, off[1] + size))
+
+
+def _confirmed(image: Image.Image, c: _Candidate, cnn: Any) -> bool:
+    """Whether the CNN finds a face at candidate ``c`` (its centre within half a box of ours)."""
+    crop = _upright_crop(image, c)
+    middle = crop.width / 2.0
+    for d in cnn(np.asarray(crop), 0):
+        r = d.rect
+        cx, cy = (r.left() + r.right()) / 2.0 + 0.5, (r.top() + r.bottom()) / 2.0 + 0.5
+        if d.confidence > 0.0 and np.hypot(cx - middle, cy - middle) < 0.5 * CONFIRM_BOX:
+            return True
+    return False
+
+
+def _cnn_scan(image: Image.Image) -> list[_Candidate]:
+    """One CNN pass over ``image`` (upright; the CNN finds faces tilted by up to ~30 degrees), its
+    boxes turned into HOG-like ones (``CNN_BOX_RATIO``)."""
+    found = []
+    for d in _cnn_detector()(np.asarray(image), 0):
+        r = d.rect
+        side = r.width() / CNN_BOX_RATIO
+        middle = ((r.left() + r.right()) / 2.0 + 0.5, (r.top() + r.bottom()) / 2.0 + 0.5)
+        centre = np.array([middle[0], middle[1] + CNN_BOX_DROP * side])
+        found.append(_Candidate(centre, side, 0.0, float(d.confidence)))
     return found
 
 
@@ -201,15 +277,22 @@ def detect_faces(
     min_face: float | None = None,
     angles: tuple[float, ...] = DETECT_ANGLES,
     min_score: float = DETECT_MIN_SCORE,
+    confirm_score: float = CONFIRM_MIN_SCORE,
+    detector: str = "hog",
 ) -> list[Landmarks]:
     """Return 68 landmarks for every face in ``image``, in reading order (``reading_order``).
 
-    The HOG detector scans a copy scaled so that the smallest face searched for (FFHQ crop
+    The detector scans a copy scaled so that the smallest face searched for (FFHQ crop
     ``min_face`` px; default at least 128 px and 4 % of the long side) just fills its window: big
-    photos are scanned smaller, small ones larger. It scans once per angle of ``angles``, the copy
-    turned so faces tilted by that angle stand upright; overlapping hits are merged. The landmark
+    photos are scanned smaller, small ones larger. ``detector="hog"``: HOG scans once per angle of
+    ``angles``, the copy turned so faces tilted by that angle stand upright; overlapping hits are
+    merged. Hits scoring ``min_score`` are faces; those from ``confirm_score`` up are faces when the
+    CNN finds one on a crop around them (``confirm_score >= min_score``: HOG alone).
+    ``detector="cnn"``: one upright CNN pass instead (slow: see the module docstring). The landmark
     predictor runs on the full-resolution pixels, on a crop turned upright for a tilted face.
     """
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {detector!r}")
     predictor = _predictor()
     rgb = image.convert("RGB")
     if min_face is None:
@@ -218,12 +301,12 @@ def detect_faces(
     small_size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     small = rgb if small_size == rgb.size else rgb.resize(small_size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     sx, sy = rgb.width / small.width, rgb.height / small.height
-    # dlib releases the GIL while it scans: the passes run side by side (2 cores: ~1.7x)
-    with ThreadPoolExecutor(max(1, min(len(angles), os.cpu_count() or 1))) as pool:
-        passes = pool.map(lambda angle: _scan(small, angle, min_score), angles)
-        candidates = [c for found in passes for c in found]
+    if detector == "cnn":
+        kept = _suppress(_cnn_scan(small))
+    else:
+        kept = _hog_faces(small, angles, min_score, confirm_score)
     faces, pixels = [], np.asarray(rgb)
-    for c in _suppress(candidates):
+    for c in kept:
         centre = c.centre * [sx, sy] - 0.5  # pixel-index coordinates of the full photo
         side = c.side * (sx + sy) / 2
         landmarks = _landmarks(predictor, rgb, pixels, centre, side, c.angle)
@@ -232,6 +315,31 @@ def detect_faces(
             landmarks = _landmarks(predictor, rgb, pixels, centre, side, roll)
         faces.append(landmarks)
     return reading_order(faces)
+
+
+def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
+               confirm_score: float) -> list[_Candidate]:
+    """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms."""
+    floor = min(min_score, confirm_score)
+    # dlib releases the GIL while it scans: the passes run side by side (2 cores: ~1.7x)
+    workers = max(1, min(len(angles), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        found = pool.map(lambda angle: _scan(small, angle, floor), angles)
+        candidates = [c for hits in found for c in hits]
+    kept = _suppress(candidates)
+    strong = [c for c in kept if c.score >= min_score]
+    weak = [c for c in kept if c.score < min_score]
+    if not weak:
+        return strong
+
+    def confirm(chunk: list[_Candidate]) -> list[_Candidate]:
+        cnn = _cnn_detector()
+        return [c for c in chunk if _confirmed(small, c, cnn)]
+
+    chunks = [weak[k::workers] for k in range(min(workers, len(weak)))]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        confirmed = [c for done in pool.map(confirm, chunks) for c in done]
+    return strong + confirmed
 
 
 @dataclass
@@ -266,8 +374,16 @@ def find_faces(
     min_qsize: float = MIN_QSIZE,
     min_face: float | None = None,
     source: str | None = None,
+    detector: str = "hog",
 ) -> FoundFaces:
-    """Detect every face of an upright RGB photo and align each as FFHQ was made, at ``size``."""
-    landmarks = detect_faces(image, min_face=min_face)
+    """Detect every face of an upright RGB photo and align each as FFHQ was made, at ``size``
+    (``detector``: see ``detect_faces``).
+
+    ``min_face`` under ``min_qsize`` raises ValueError: smaller faces would be found only to be
+    skipped (the one rule behind ``--min-face``'s lower bound and the Python API's)."""
+    if min_face is not None and min_face < min_qsize:
+        raise ValueError(f"min_face {min_face:g} px is under {min_qsize:g} px, the smallest face square that is "
+                         "used; smaller faces cannot be edited")
+    landmarks = detect_faces(image, min_face=min_face, detector=detector)
     faces, skipped = align_faces(image, landmarks, size, max_faces=max_faces, min_qsize=min_qsize, source=source)
     return FoundFaces(faces, skipped, len(landmarks))

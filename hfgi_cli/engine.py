@@ -320,11 +320,14 @@ class Model:
         min_qsize: float = MIN_QSIZE,
         min_face: float | None = None,
         faces: Sequence[int] | None = None,
+        detector: str = "hog",
     ) -> Work:
         """Decode an input into faces ready for ``forward``; raises InputError naming the cause.
 
         ``faces`` picks faces by index (reading order, as ``hfgi align`` numbers them): the others
-        stay untouched in the output. ``min_face`` is the detector's (see ``detect.detect_faces``).
+        stay untouched in the output. ``min_face`` and ``detector`` (``hog``: HOG, its weak hits
+        confirmed by the CNN; ``cnn``: the CNN everywhere, ~10x slower) are the detector's (see
+        ``detect.detect_faces``).
         """
         name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
         meta = {"source": name}
@@ -334,7 +337,7 @@ class Model:
             return Work(name, [face], meta=meta)
         photo = load_picture(source, name)
         found = find_faces(photo.image, FFHQ_SIZE, max_faces=max_faces, min_qsize=min_qsize, min_face=min_face,
-                           source=name)
+                           source=name, detector=detector)
         problem = found.problem(name)
         if problem:
             raise InputError(problem)
@@ -451,12 +454,14 @@ class Model:
         max_faces: int | None = None,
         min_face: float | None = None,
         quality: bool = False,
+        detector: str = "hog",
     ) -> Result:
         """Reconstruct every face of a photo (or an aligned crop with ``aligned=True``):
         ``result.images["inversion"]``; ``quality``: measure how faithful each face is
-        (``result.faces[k].quality``). ``faces``, ``max_faces``, ``min_face``: see ``prepare``."""
+        (``result.faces[k].quality``). ``faces``, ``max_faces``, ``min_face``, ``detector``: see
+        ``prepare``."""
         return self.edit(source, None, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face,
-                         quality=quality)
+                         quality=quality, detector=detector)
 
     def edit(
         self,
@@ -470,15 +475,17 @@ class Model:
         quality: bool = False,
         combine: bool = False,
         detail: float = 1.0,
+        detector: str = "hog",
     ) -> Result:
         """Edit every face of a photo (path, PIL image or HxWx3 uint8 array), one output per edit
         from one encoding: ``edit("group.jpg", {"smile": 2, "age": -1}).images["smile+2"]``;
         ``combine=True``: one output with all of them (``images["smile+2_age-1"]``); ``detail``:
-        how much of the photo's own detail HFGI brings back (1 published, 0 plain e4e).
-        ``quality=True`` measures each face's inversion (``faces[k].quality``), decoding it for an
+        how much of the photo's own detail HFGI brings back (1 published, 0 plain e4e); ``detector``:
+        see ``prepare``. ``quality=True`` measures each face's inversion (``faces[k].quality``), decoding it for an
         edit (one more generator pass a face)."""
         specs = self.edit_specs(edits, combine=combine, detail=detail)
-        work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face)
+        work = self.prepare(source, aligned=aligned, faces=faces, max_faces=max_faces, min_face=min_face,
+                            detector=detector)
         return self.run(work, specs, quality=quality)
 
     def edit_latents(

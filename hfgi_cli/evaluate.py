@@ -7,14 +7,18 @@ the original is cut from both images with the original's FFHQ square, at 256 px,
 same way, plus dlib's identity distance (``quality``). A pair's ``identity_distance`` is that of
 its worst face.
 
-Videos (``evaluate_video``): per frame, the identity distance between the source's face and the
-edited frame's (both described at the source's landmarks); STIT's TL-ID and TG-ID (Tzaban et al.
-2022): the mean identity similarity of adjacent frames (TL) or of all pairs of frames (TG) in the
-edited clip, divided by the same in the source, so 1 means the edit keeps the identity as steady
-as the source had it (below 1: it drifts or flickers). STIT uses ArcFace's cosine similarity; on
-dlib descriptors, compared by distance, similarity here is 1 - distance. Flicker is the mean
-absolute change of the face region (the FFHQ square's bounding box) between consecutive frames,
-0-255, for the edited clip and the source; the edit adds the difference.
+Videos (``evaluate_video``): the source's faces are tracked as ``hfgi video`` tracks them (so
+face k is ``hfgi video``'s face k), and per person (``faces``), on the frames where it is
+detected: the identity distance between the source's face and the edited frame's (both described
+at the source's landmarks); STIT's TL-ID and TG-ID (Tzaban et al. 2022): the mean identity
+similarity of adjacent frames (TL) or of all pairs of frames (TG) in the edited clip, divided by
+the same in the source, so 1 means the edit keeps the identity as steady as the source had it
+(below 1: it drifts or flickers). STIT uses ArcFace's cosine similarity; on dlib descriptors,
+compared by distance, similarity here is 1 - distance. Flicker is the mean absolute change of the
+face region (the FFHQ square's bounding box) between consecutive frames, 0-255, for the edited
+clip and the source; the edit adds the difference. For the clip as a whole: the identity distance
+over every face on every frame (mean, max), the worst person's TL-ID and TG-ID, and the flicker of
+the person who flickers most.
 """
 
 from __future__ import annotations
@@ -128,14 +132,6 @@ def evaluate_pair(original: Path, result: Path, lpips: q.Lpips | None = None, al
 
 
 # ----------------------------------------------------------------------------- videos
-def _largest_face(pixels: np.ndarray) -> np.ndarray | None:
-    from .align import face_quad
-    from .detect import detect_faces
-
-    faces = detect_faces(Image.fromarray(pixels))
-    return max(faces, key=lambda lm: face_quad(lm)[1]) if faces else None
-
-
 def _face_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice]:
     from .align import face_quad
 
@@ -174,47 +170,86 @@ def _similarity_ratio(edited: list[np.ndarray | None], source: list[np.ndarray |
     return float(np.mean(se) / np.mean(ss))
 
 
+def _track_scores(track: int, frames: list[tuple[int, np.ndarray, np.ndarray]], n: int,
+                  flicker: list[float], src_flicker: list[float]) -> dict[str, Any]:
+    """One person's scores from (frame, source descriptor, edited descriptor) of its frames."""
+    src_desc: list[np.ndarray | None] = [None] * n
+    out_desc: list[np.ndarray | None] = [None] * n
+    for t, da, db in frames:
+        src_desc[t], out_desc[t] = da, db
+    distances = [float(np.linalg.norm(da - db)) for _, da, db in frames]
+    seen = [t for t, _, _ in frames]
+    return {
+        "face": track, "frames": len(frames), "first": min(seen), "last": max(seen),
+        "identity_distance": float(np.mean(distances)), "identity_distance_max": max(distances),
+        "tl_id": _similarity_ratio(out_desc, src_desc, ((t, t + 1) for t in range(n - 1))),
+        "tg_id": _similarity_ratio(out_desc, src_desc, itertools.combinations(seen, 2)),
+        "flicker": float(np.mean(flicker)) if flicker else None,
+        "source_flicker": float(np.mean(src_flicker)) if src_flicker else None,
+    }
+
+
 def evaluate_video(source: Path, edited: Path, on_frame: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Per-frame identity distance, TL-ID, TG-ID and flicker (see the module docstring); raises
-    VideoError when the clips differ in size or length."""
-    src_desc: list[np.ndarray | None] = []
-    out_desc: list[np.ndarray | None] = []
-    per_frame, psnrs, flicker, src_flicker = [], [], [], []
+    """Per-frame identity distance, TL-ID, TG-ID and flicker, per person (the source's faces
+    tracked as ``hfgi video`` tracks them, ``faces``) and for the clip (see the module docstring);
+    raises VideoError when the clips differ in size or length."""
+    from .video.tracking import Tracker, vector_landmarks
+
+    edited_frames: dict[int, np.ndarray] = {}
+    psnrs: list[float] = []
+
+    def sources() -> Iterator[np.ndarray]:
+        for t, (a, b) in enumerate(_frame_pairs(source, edited)):
+            edited_frames[t] = b
+            psnrs.append(q.psnr(a, b))
+            yield a
+
+    per_track: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    flicker: dict[int, tuple[list[float], list[float]]] = {}
     previous: tuple[np.ndarray, np.ndarray] | None = None
-    for t, (a, b) in enumerate(_frame_pairs(source, edited)):
-        landmarks = _largest_face(a)
-        distance = None
-        if landmarks is None:
-            src_desc.append(None)
-            out_desc.append(None)
-        else:
+    per_frame = []
+    n = 0
+    for t, a, faces in Tracker().run(sources()):
+        b = edited_frames.pop(t)
+        distances = {}
+        for face in faces:
+            if face.raw is None:  # filled from neighbours: no landmarks of this frame to describe it at
+                continue
+            landmarks = vector_landmarks(face.raw)
             da, db = q.descriptor(a, landmarks), q.descriptor(b, landmarks)
-            src_desc.append(da)
-            out_desc.append(db)
-            distance = float(np.linalg.norm(da - db))
+            per_track.setdefault(face.track, []).append((t, da, db))
+            distances[face.track] = float(np.linalg.norm(da - db))
             if previous is not None:
                 box = _face_box(landmarks, a.shape)
                 pa, pb = previous
-                src_flicker.append(float(np.abs(a[box].astype(np.int16) - pa[box]).mean()))
-                flicker.append(float(np.abs(b[box].astype(np.int16) - pb[box]).mean()))
-        per_frame.append({"frame": t, "identity_distance": distance})
-        psnrs.append(q.psnr(a, b))
+                fl = flicker.setdefault(face.track, ([], []))
+                fl[0].append(float(np.abs(b[box].astype(np.int16) - pb[box]).mean()))
+                fl[1].append(float(np.abs(a[box].astype(np.int16) - pa[box]).mean()))
+        per_frame.append({"frame": t, "identity_distance": max(distances.values()) if distances else None,
+                          "faces": distances})
         previous = (a, b)
+        n = t + 1
         if on_frame is not None:
-            on_frame(t + 1)
-    n = len(per_frame)
-    distances = [f["identity_distance"] for f in per_frame if f["identity_distance"] is not None]
+            on_frame(n)
+    tracks = [_track_scores(k, rows, n, *flicker.get(k, ([], []))) for k, rows in sorted(per_track.items())]
+    distances = [float(np.linalg.norm(da - db)) for rows in per_track.values() for _, da, db in rows]
     differing = [p for p in psnrs if np.isfinite(p)]  # identical frames have an infinite PSNR
+    worst_flicker = max((f for f in tracks if f["flicker"] is not None), key=lambda f: f["flicker"], default=None)
+
+    def worst(key: str) -> float | None:
+        values = [f[key] for f in tracks if f[key] is not None]
+        return min(values) if values else None
+
     return {
         "original": str(source), "result": str(edited), "kind": "video", "frames": n,
         "psnr": float(np.mean(differing)) if differing else (float("inf") if n else None),
         "ssim": None, "ms_ssim": None, "lpips": None,
         "identity_distance": float(np.mean(distances)) if distances else None,
         "identity_distance_max": max(distances) if distances else None,
-        "tl_id": _similarity_ratio(out_desc, src_desc, ((t, t + 1) for t in range(n - 1))),
-        "tg_id": _similarity_ratio(out_desc, src_desc, itertools.combinations(range(n), 2)),
-        "flicker": float(np.mean(flicker)) if flicker else None,
-        "source_flicker": float(np.mean(src_flicker)) if src_flicker else None,
+        "tl_id": worst("tl_id"), "tg_id": worst("tg_id"),
+        "flicker": worst_flicker["flicker"] if worst_flicker else None,
+        "source_flicker": worst_flicker["source_flicker"] if worst_flicker else None,
+        "faces": tracks,
         "per_frame": per_frame,
         "notes": [] if distances else [f"{source}: no face found in any frame"],
     }

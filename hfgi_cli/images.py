@@ -6,22 +6,32 @@ JPEG with a particular chroma subsampling. ``open_photo`` remembers all of that 
 ``save_photo`` restores it, so the written file has the input's stored size, mode, orientation
 tag and format. Whatever a decoder raises on a bad file becomes one ``InputError`` naming the
 file and the cause.
+
+Phone formats: HEIC/HEIF is read and written through ``pillow-heif``, AVIF through Pillow's own
+support (Pillow >= 11.2; an older one uses ``pillow-avif-plugin`` when it is installed), WebP by
+Pillow. Their openers are registered by ``register_formats``, which every reader and writer here
+calls first, so importing ``hfgi_cli`` registers nothing. A result whose format this process
+cannot write (``can_write``) is written as a quality-95 JPEG (``output_suffix``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, features
 
 from .atomic import atomic_path
 from .inputs import InputError
+from .reasons import short_reason
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +71,69 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     return img
 
 
+_register_lock = threading.Lock()
+_registered: list[bool] = []
+
+
+def register_formats() -> None:
+    """Teach Pillow the phone formats it cannot read by itself (HEIC/HEIF through pillow-heif; AVIF
+    through pillow-avif-plugin where this Pillow has no AVIF of its own). Pillow's registry is
+    process-wide, so this runs once, when the first picture is read or written, not at import."""
+    with _register_lock:
+        if _registered:
+            return
+        _registered.append(True)
+        with contextlib.suppress(ImportError):
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        if not features.check("avif"):
+            with contextlib.suppress(ImportError):
+                import pillow_avif  # noqa: F401  (registers AVIF with Pillow when imported)
+
+
+@functools.cache
+def can_write(fmt: str) -> bool:
+    """Whether this process can encode ``fmt`` (a PIL format name): the plugin is registered and a
+    tiny image encodes (an AVIF or HEIF library may be built with a decoder only)."""
+    register_formats()
+    Image.init()
+    if fmt not in Image.SAVE:
+        return False
+    try:
+        Image.new("RGB", (16, 16)).save(io.BytesIO(), format=fmt)
+    except Exception:  # any encoder failure means: cannot write this format here
+        return False
+    return True
+
+
+def format_of(suffix: str) -> str | None:
+    """The PIL format a file name's suffix stands for (``.heic`` -> ``HEIF``), None if unknown."""
+    register_formats()
+    return Image.registered_extensions().get(suffix.lower())
+
+
+def output_suffix(suffix: str) -> str:
+    """The suffix of a photo result of an input named ``*<suffix>``: its own, or ``.jpg`` when this
+    process can read that format but not write it."""
+    fmt = format_of(suffix)
+    return suffix.lower() if fmt is None or can_write(fmt) else ".jpg"
+
+
+_BRANDS = {b"heic": "HEIF", b"heix": "HEIF", b"heim": "HEIF", b"heis": "HEIF", b"hevc": "HEIF", b"hevx": "HEIF",
+           b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _container_format(path: Path) -> str | None:
+    """HEIF or AVIF when the file starts as one (an ISO media ``ftyp`` box with their brand)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    return _BRANDS.get(head[8:12]) if head[4:8] == b"ftyp" else None
+
+
 @contextlib.contextmanager
 def decode_errors(path: Path) -> Iterator[None]:
     """Turn whatever a decoder raises on a bad file into one InputError naming the file and cause."""
@@ -75,11 +148,16 @@ def decode_errors(path: Path) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image too large (more than {pixel_limit():,} pixels)") from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image (unrecognised format)") from None
+        claimed = _container_format(path)  # a HEIF/AVIF header that no decoder accepts: a damaged file
+        if claimed is None:
+            raise InputError(f"{path}: not an image (unrecognised format)") from None
+        raise InputError(f"{path}: unreadable {claimed} image (truncated or corrupt)") from None
     except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({str(exc).splitlines()[0][:100]})") from None
+        raise InputError(f"{path}: unreadable image ({short_reason(exc, 100)})") from None
     except Exception as exc:  # decoders raise many types on corrupt data
-        raise InputError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+        claimed = _container_format(path)
+        what = f"{claimed} image" if claimed else "image"
+        raise InputError(f"{path}: unreadable {what} ({exc.__class__.__name__}: {short_reason(exc, 80)})") from None
 
 
 def open_image(path: Path) -> Image.Image:
@@ -87,6 +165,7 @@ def open_image(path: Path) -> Image.Image:
 
     (A per-call check instead of a warnings filter: filters are process-wide and not thread-safe.)
     """
+    register_formats()
     img = Image.open(path)
     if img.size[0] * img.size[1] > pixel_limit():
         img.close()
@@ -128,7 +207,7 @@ def tensor_to_image(t: torch.Tensor) -> Image.Image:
 
 def save_image(img: Image.Image, final: Path, **params: Any) -> None:
     """Write an image atomically, its format from the suffix (PNG when unknown)."""
-    fmt = params.pop("format", None) or Image.registered_extensions().get(final.suffix.lower(), "PNG")
+    fmt = params.pop("format", None) or format_of(final.suffix) or "PNG"
     with atomic_path(final) as tmp:
         img.save(tmp, format=fmt, **params)
 
@@ -219,9 +298,11 @@ def _save_params(raw: Image.Image, fmt: str | None) -> dict[str, Any]:
             params["subsampling"] = sampling
         if raw.info.get("progressive") or raw.info.get("progression"):
             params["progressive"] = True
-    elif fmt == "WEBP":
+    elif fmt in ("WEBP", "AVIF", "HEIF"):
         params["quality"] = JPEG_QUALITY
         params.pop("dpi", None)
+        if fmt != "WEBP" and raw.info.get("xmp"):
+            params["xmp"] = raw.info["xmp"]
     return params
 
 
@@ -249,10 +330,18 @@ def restore(photo: Photo, rgb: Image.Image) -> Image.Image:
 
 
 def save_photo(photo: Photo, rgb: Image.Image, path: str | os.PathLike[str], fmt: str | None = None) -> None:
-    """Write an upright RGB result in the input's mode/orientation/format (JPEG quality 95), atomically."""
+    """Write an upright RGB result in the input's mode/orientation/format (JPEG quality 95), atomically.
+
+    In another format (its suffix says which, e.g. ``.jpg`` for a HEIC that cannot be written
+    here) the EXIF and ICC profile go along, at quality 95 where the format has one."""
     path = Path(path)
-    fmt = fmt or Image.registered_extensions().get(path.suffix.lower()) or photo.format or "PNG"
-    params = dict(photo.save_params) if fmt == photo.format else {}
+    fmt = fmt or format_of(path.suffix) or photo.format or "PNG"
+    if fmt == photo.format:
+        params = dict(photo.save_params)
+    else:
+        params = {key: photo.save_params[key] for key in ("exif", "icc_profile") if key in photo.save_params}
+        if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
+            params["quality"] = JPEG_QUALITY
     image = restore(photo, rgb)
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
         image = image.convert("RGB")

@@ -14,7 +14,8 @@ from typing import IO
 
 from .remote import is_uri
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif",
+                        ".avif"})
 LATENT_EXTS = frozenset({".pt"})
 
 

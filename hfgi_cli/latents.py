@@ -28,6 +28,7 @@ import torch
 
 from .atomic import write_bytes
 from .inputs import InputError
+from .reasons import short_reason
 
 LATENT_FORMAT = "hfgi-latent/1"
 
@@ -85,7 +86,7 @@ def read_latent(path: Path, n_latent: int, style_dim: int) -> dict[str, Any]:
         raise InputError(f"{path}: permission denied") from None
     except Exception as exc:
         first = (str(exc).splitlines() or [exc.__class__.__name__])[0].split(". ")[0]  # torch adds a long hint
-        raise InputError(f"{path}: not a latent file ({first[:100]})") from None
+        raise InputError(f"{path}: not a latent file ({short_reason(first, 100)})") from None
     if not isinstance(data, dict) or not torch.is_tensor(data.get("latent")):
         raise InputError(f"{path}: not a latent file written by hfgi (no 'latent' codes)")
     if not torch.is_tensor(data.get("distortion")):

@@ -11,7 +11,8 @@ a 2-core CPU one of each overlaps I/O with the model without competing for it.
 Outputs of one input (``item.rel`` is its place under OUT, see ``inputs.collect_inputs``), per
 edit label (none for an inversion):
 
-- a photo: ``OUT/<rel>[_<label>].<its suffix>`` with every face pasted back, and one latent file
+- a photo: ``OUT/<rel>[_<label>].<its suffix>`` with every face pasted back (``.jpg`` with a note
+  when its format can be read here but not written, ``images.output_suffix``), and one latent file
   ``OUT/<rel>[_<label>]_<k>.pt`` per face k (``--save-crops``: also ``..._<k>.png``; ``<k>`` is
   zero-padded beyond ten faces, ``inputs.face_name``);
 - an aligned crop or a latent file: ``OUT/<rel>[_<label>].png`` and ``.pt``;
@@ -47,11 +48,12 @@ from . import previews
 from .atomic import remove_stale_temps, write_bytes
 from .edits import EditSpec, Output, describe
 from .engine import INVERSION, Face, FaceWork, Model, Result, Work
-from .images import save_image, save_photo
+from .images import format_of, output_suffix, save_image, save_photo
 from .inputs import IMAGE_EXTS, LATENT_EXTS, InputError, InputItem, face_name
 from .interrupt import exit_status, stop_on_signals
 from .latents import latent_fits, make_record, save_record
 from .quality import FaceQuality
+from .reasons import short_reason
 
 _DONE = object()
 
@@ -82,6 +84,7 @@ class RunOptions:
     max_faces: int | None = None
     faces: list[int] | None = None  # edit only these faces of each photo (reading order)
     min_face: float | None = None  # the detector's smallest face (FFHQ crop px); None: its default
+    detector: str = "hog"  # hog (weak hits confirmed by the CNN) | cnn (the CNN everywhere, ~10x slower)
     latents: str = "full"  # full (codes + float16 distortion map) | codes | none
     preview: bool = False  # also OUT/<name>_preview.jpg: original, inversion, each edit
     sweep: Sweep | None = None  # instead of the outputs: one grid per face across strengths
@@ -183,7 +186,7 @@ class Pipeline:
 
     def image_path(self, item: InputItem, slot: Output | None) -> Path:
         stem = self._stem(item, f"_{slot.label}" if slot is not None else "")
-        return stem.with_name(stem.name + (item.path.suffix.lower() if self._detects(item) else ".png"))
+        return stem.with_name(stem.name + (output_suffix(item.path.suffix) if self._detects(item) else ".png"))
 
     def preview_path(self, item: InputItem) -> Path:
         return self._stem(item, "_preview.jpg")
@@ -273,7 +276,7 @@ class Pipeline:
         else:
             job.work = self.model.prepare(item.path, aligned=self.opts.aligned, max_faces=self.opts.max_faces,
                                           faces=self.opts.faces if self._detects(item) else None,
-                                          min_face=self.opts.min_face)
+                                          min_face=self.opts.min_face, detector=self.opts.detector)
         job.notes += job.work.notes
 
     # ------------------------------------------------------------------ stage 3
@@ -308,6 +311,8 @@ class Pipeline:
                     job.outputs.append(str(base.with_suffix(".png")))
             save_photo(result.photo, result.images[key], image_path)
             job.outputs.append(str(image_path))
+        if self._detects(item) and output_suffix(item.path.suffix) != item.path.suffix.lower():
+            job.notes.append(f"{item.source}: written as JPEG ({format_of(item.path.suffix)} cannot be written here)")
         if self.opts.preview:
             path = self.preview_path(item)
             save_image(self._preview(result), path, quality=88)
@@ -502,4 +507,4 @@ def model_failure(job: Job, exc: BaseException) -> str:
 
 def failure_reason(exc: BaseException) -> str:
     """An exception in a few words for a one-line error: its first line, else its class name."""
-    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+    return short_reason(exc, 160) if str(exc).strip() else exc.__class__.__name__

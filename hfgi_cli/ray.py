@@ -81,6 +81,11 @@ class _NetShape:
     def n_latent(self) -> int:
         return self.config.n_latent
 
+    def style_layout(self) -> tuple[tuple[int, bool], ...]:
+        from .models.hfgi import style_layout_of
+
+        return style_layout_of(self.config)
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -272,6 +277,7 @@ class HFGIEdit:
         aligned: bool = False,
         max_faces: int | None = None,
         min_face: float | None = None,
+        detector: str = "hog",
         options: RunOptions | None = None,
     ) -> None:
         from .engine import load_model
@@ -282,7 +288,7 @@ class HFGIEdit:
             self.slots = Pipeline(self.model, options).slots
         else:
             self.slots = list(self.model.edit_specs(edits or [])) or [None]
-        self.prepare_args = dict(aligned=aligned, max_faces=max_faces, min_face=min_face)
+        self.prepare_args = dict(aligned=aligned, max_faces=max_faces, min_face=min_face, detector=detector)
 
     def __call__(self, batch: Batch) -> Batch:
         if "job" in batch:

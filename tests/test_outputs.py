@@ -17,7 +17,7 @@ from hfgi_cli.commands.common import RunStatus
 from hfgi_cli.engine import load_model
 from hfgi_cli.inputs import collect_inputs, face_name
 from hfgi_cli.pipeline import Job, Pipeline, RunOptions, Sweep
-from hfgi_cli.previews import PREVIEW_HEIGHT
+from hfgi_cli.previews import BOX_COLOUR, PREVIEW_HEIGHT, band_height, face_marks, fit_height, line_width, strip
 
 from .conftest import FACES, REPO, run_cli
 
@@ -57,6 +57,46 @@ def test_preview_strip(small_ckpt: Path, small_directions: Path, tmp_path: Path)
     assert strip.size == (4 * PREVIEW_HEIGHT + 3 * 2, PREVIEW_HEIGHT) and strip.format == "JPEG"
     assert (tmp_path / "00044_preview.jpg").is_file()
     assert (tmp_path / "astronaut_smile+2.jpg").is_file() and not (tmp_path / "astronaut.jpg").exists()
+
+
+def test_preview_layout_numbers_readable_inside_the_picture_boxes_on_the_original_only() -> None:
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    edited = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    over_top = np.array([[300, -80], [500, -80], [500, 120], [300, 120]], dtype=np.float64)  # as on the astronaut
+    right = np.array([[700, 300], [900, 300], [900, 500], [700, 500]], dtype=np.float64)
+    tilted = np.array([[100, 350], [220, 300], [270, 420], [150, 470]], dtype=np.float64)
+    boxes = [("0", over_top), ("1", right), ("2", tilted)]
+    height = PREVIEW_HEIGHT
+    scale, size, top = height / photo.height, (round(photo.width * height / photo.height), height), band_height(height)
+    marks = face_marks(boxes, scale, size, top)
+    assert [m.name for m in marks] == ["0", "1", "2"]
+    for mark in marks:
+        x0, y0, x1, y1 = mark.tag
+        assert 0 <= x0 < x1 <= size[0] and top <= y0 < y1 <= size[1]  # the number is wholly visible
+        assert y1 - y0 >= height // 20  # about 29 px of a 512 px preview: readable without zooming
+        assert all(0 <= x <= size[0] - 1 and top <= y <= size[1] - 1 for x, y in mark.outline)
+    # the square's edge beyond the photo's top is drawn along the band's bottom, its right edge on the border
+    assert min(y for _, y in marks[0].outline) == pytest.approx(top + line_width(height) / 2)
+    assert max(x for x, _ in marks[1].outline) == pytest.approx(size[0] - 1 - line_width(height) / 2)
+    assert len(marks[2].outline) == 4  # a face inside the picture keeps its whole square
+    # tags of separate faces do not cover each other
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        ta, tb = marks[a].tag, marks[b].tag
+        assert ta[2] <= tb[0] or tb[2] <= ta[0] or ta[3] <= tb[1] or tb[3] <= ta[1]
+
+    picture = strip([("original", photo), ("inversion", edited), ("smile+2", edited)], boxes, height)
+    pixels = np.asarray(picture)
+    width = size[0]
+    panels = [pixels[:, i * (width + 2):i * (width + 2) + width] for i in range(3)]
+    plain = np.asarray(fit_height(edited, height))
+    for panel in panels[1:]:  # the edits are shown as they are: no box, no number
+        assert np.array_equal(panel[top:], plain[top:])
+    yellow = np.all(panels[0] == BOX_COLOUR, axis=-1)
+    row = round(top + line_width(height) / 2)
+    x_from, x_to = round(300 * scale) + 4, round(500 * scale) - 4
+    assert yellow[row, x_from:x_to].mean() > 0.9  # the top edge of the face over the top is visible
+    assert not yellow[:top].any()  # nothing under the label band
 
 
 def test_sweep_encodes_each_face_once(small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:

@@ -264,10 +264,11 @@ def test_video_quality_per_frame(clips: dict[str, Path], small_ckpt: Path, small
     result = run_cli("video", str(clips["clip"]), "-o", str(out), "-a", "smile", "-s", "1", "--quality",
                      *common(small_ckpt, small_directions))
     assert result.returncode == 0, result.stderr
-    record = torch.load(out.with_suffix(".pt"), weights_only=True)
-    distances = record["quality_identity_distance"]
-    assert distances.shape == (8,) and bool(torch.isfinite(distances[record["found"]]).all())
-    assert "quality of 8 frames: identity distance median" in result.stderr
+    (track,) = torch.load(out.with_suffix(".pt"), weights_only=True)["tracks"]
+    distances = track["quality_identity_distance"]
+    assert track["frame"].tolist() == list(range(8))
+    assert distances.shape == (8,) and bool(torch.isfinite(distances).all())
+    assert "quality of 8 faces: identity distance median" in result.stderr
     again = run_cli("video", str(out.with_suffix(".pt")), "-o", str(tmp_path / "again.mp4"), "-a", "age", "-s", "1",
                     "--quality", *common(small_ckpt, small_directions))
     assert again.returncode == 2 and "--quality" in again.stderr

@@ -146,7 +146,7 @@ def as_a_user() -> tuple[list[str], bool]:
 def parse_json_lines(stdout: str) -> list[dict]:
     records = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is a JSON object
     for r in records:
-        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality"}, r
+        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality", "edits"}, r
     return records
 
 
@@ -203,7 +203,8 @@ def test_corpus_exit_status_and_one_stderr_line_per_bad_input(corpus: CorpusRun)
         assert mine[0].startswith(f"error: {path}: ") and cause in mine[0], (name, mine[0])
     error_lines = [line for line in lines if line.startswith("error:")]
     assert len(error_lines) == len(bad), lines
-    assert lines[-1] == f"{len(corpus.good)} done, {len(bad)} failed", lines
+    faces = len(corpus.good)  # one aligned face each
+    assert lines[-1] == f"{len(corpus.good)} done, {len(bad)} failed; {faces} faces in {corpus.out}", lines
 
 
 def test_corpus_every_good_input_is_processed(corpus: CorpusRun) -> None:

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # beside the repository, here and in CI
 DIRECTIONS = SHARED / "data" / "directions"
 DRIVE_UUID = "0b6e-test-uuid"
+GANINVERTER_ASSET = "https://github.com/caopulan/GANInverter/releases/download/v0.1/hfgi_ffhq_official.pt"
 DRIVE_TOKEN = "Xq9_token"
 
 
@@ -70,7 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _drive_start(self, query: dict[str, str]) -> None:
-        if self.server.drive_mode == "form":
+        if self.server.drive_mode == "quota":
+            self._plain(200, DRIVE_QUOTA_PAGE.encode(), "text/html; charset=utf-8")
+        elif self.server.drive_mode == "form":
             page = DRIVE_FORM_PAGE.format(action=f"{self.server.base}/download", id=query.get("id", ""))
             self._plain(200, page.encode(), "text/html; charset=utf-8")
         elif query.get("confirm") == DRIVE_TOKEN and f"download_warning_7={DRIVE_TOKEN}" in (
@@ -125,6 +128,9 @@ viruses.</p><form id="download-form" action="{action}" method="get">
 <input type="hidden" name="id" value="{id}"><input type="hidden" name="export" value="download">
 <input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="0b6e-test-uuid">
 </form></div></body></html>"""
+
+DRIVE_QUOTA_PAGE = """<html><head><title>Google Drive - Quota exceeded</title></head><body>
+<p>Too many users have viewed or downloaded this file recently.</p></body></html>"""
 
 DRIVE_COOKIE_PAGE = """<html><head><title>Google Drive - Virus scan warning</title></head><body>
 <p>Google Drive can't scan this file for viruses.</p><a href="/other">Back</a></body></html>"""
@@ -486,6 +492,87 @@ def test_google_drive_confirmation(server: _Server, tmp_path: Path, small_ckpt: 
     assert w.verify_file(path, entry).status == "structure ok"
 
 
+def _with_fallback(server: _Server, served: bytes | None) -> w.WeightFile:
+    """The checkpoint's entry with its second source on the local server (serving ``served``)."""
+    if served is not None:
+        server.files["gh/hfgi_ffhq_official.pt"] = served
+    return replace(w.load_manifest().get(w.CHECKPOINT), fallback_url=f"{server.base}/gh/hfgi_ffhq_official.pt")
+
+
+def test_manifest_names_the_ganinverter_release_as_second_source() -> None:
+    assert w.load_manifest().get(w.CHECKPOINT).fallback_url == GANINVERTER_ASSET
+    assert w.source_urls(w.load_manifest().get(w.CHECKPOINT), mirror="") == [
+        "https://drive.google.com/uc?export=download&id=19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL", GANINVERTER_ASSET
+    ]
+
+
+def test_checkpoint_comes_from_the_second_source_when_drive_refuses(
+    server: _Server, tmp_path: Path, small_ckpt: Path
+) -> None:
+    server.drive_mode = "quota"
+    entry = _with_fallback(server, small_ckpt.read_bytes())
+    notes: list[str] = []
+    result = w.download(entry, tmp_path / "wd", mirror="", drive_base=server.base, on_note=notes.append)
+    assert result.source == entry.fallback_url and result.status == "structure ok"
+    assert result.path.read_bytes() == small_ckpt.read_bytes()
+    assert [r[0] for r in server.requests] == ["/uc", "/gh/hfgi_ffhq_official.pt"]
+    assert len(notes) == 1 and "quota" in notes[0] and notes[0].endswith(f"trying {entry.fallback_url}")
+    assert sorted(p.name for p in (tmp_path / "wd").iterdir()) == ["hfgi_ffhq.pt"]
+
+
+def test_the_structure_check_decides_for_the_second_source(server: _Server, tmp_path: Path) -> None:
+    server.drive_mode = "quota"
+    entry = _with_fallback(server, _shared("interfacegan/age.pt"))  # not an HFGI checkpoint
+    with pytest.raises(w.DownloadError, match=r"no source gave the file \(127\.0\.0\.1: .*quota.*; "
+                                              r"127\.0\.0\.1: downloaded file rejected .*not an HFGI checkpoint"):
+        w.download(entry, tmp_path / "wd", mirror="", drive_base=server.base)
+    assert not (tmp_path / "wd").exists()
+
+
+def test_an_interrupted_second_source_keeps_its_own_partial_file(
+    server: _Server, tmp_path: Path, small_ckpt: Path
+) -> None:
+    server.drive_mode = "quota"
+    entry = _with_fallback(server, small_ckpt.read_bytes())
+    server.drop_first.add("gh/hfgi_ffhq_official.pt")
+    with pytest.raises(w.DownloadError, match="run the same command again to resume"):
+        w.download(entry, tmp_path, mirror="", drive_base=server.base, retries=0)
+    kept = tmp_path / "hfgi_ffhq.pt.127.0.0.1.part"
+    assert [p.name for p in tmp_path.iterdir()] == [kept.name]  # not the first source's .part
+    result = w.download(entry, tmp_path, mirror="", drive_base=server.base)
+    assert result.path.read_bytes() == small_ckpt.read_bytes() and not kept.exists()
+    assert server.requests[-1][2] == f"bytes={kept_size(small_ckpt)}-"
+
+
+def kept_size(ckpt: Path) -> int:
+    """What the test server sends before it drops a connection (a third of the file)."""
+    return ckpt.stat().st_size // 3
+
+
+def test_the_mirror_alone_is_asked_when_set(server: _Server, tmp_path: Path, small_ckpt: Path) -> None:
+    entry = _with_fallback(server, small_ckpt.read_bytes())
+    with pytest.raises(w.DownloadError, match="HTTP 404"):
+        w.download(entry, tmp_path, mirror=f"{server.base}/mirror", drive_base=server.base)
+    assert [r[0] for r in server.requests] == ["/mirror/hfgi_ffhq.pt"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_says_which_source_served_the_checkpoint(
+    server: _Server, tmp_path: Path, small_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = replace(_with_fallback(server, small_ckpt.read_bytes()), gdrive_id=None, url=f"{server.base}/gone.pt")
+    manifest = w.load_manifest()
+    patched = replace(manifest, files=tuple(entry if e.name == w.CHECKPOINT else e for e in manifest.files))
+    monkeypatch.setattr(w, "load_manifest", lambda: patched)
+    result = runner.invoke(app, ["weights", "download", "hfgi_ffhq", "-q", "--weights-dir", str(tmp_path)],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"hfgi_ffhq: 127.0.0.1 did not give the file ({server.base}/gone.pt answered HTTP "
+                             f"404 Not Found); trying {entry.fallback_url}\n")
+    assert result.stdout == (f"hfgi_ffhq: saved {tmp_path / 'hfgi_ffhq.pt'} (structure ok; from "
+                             f"{entry.fallback_url})\n")
+
+
 def test_drive_page_parsing() -> None:
     page = DRIVE_FORM_PAGE.format(action="https://drive.usercontent.google.com/download", id="ABC")
     url, body = w.drive_confirm_request(page, "https://drive.google.com/uc?export=download&id=ABC")
@@ -687,7 +774,8 @@ def test_cli_download_list_verify(server: _Server, tmp_path: Path) -> None:
     args = ["weights", "download", "interfacegan_smile", "ganspace_ffhq", "--weights-dir", wd]
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
-    assert "interfacegan_smile: saved" in result.stdout and "(sha ok)" in result.stdout
+    assert f"interfacegan_smile: saved {wd}/interfacegan/smile.pt (sha ok; from {server.base}/interfacegan/smile.pt)" \
+        in result.stdout
     result = runner.invoke(app, ["weights", "list", "--weights-dir", wd], env=env)
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│")}
@@ -714,22 +802,26 @@ def test_cli_verify_checkpoint_file(small_ckpt: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("group", ["default", "styleclip"])
 def test_cli_without_network_tries_every_file_then_prints_one_summary(tmp_path: Path, group: str) -> None:
+    wd = tmp_path / "cache" / "hfgi"
     env = {w.ENV_MIRROR: f"http://127.0.0.1:{_closed_port()}", "COLUMNS": "80"}
     names = [] if group == "default" else [group]
-    result = runner.invoke(app, ["weights", "download", *names, "-q", "--weights-dir", str(tmp_path)], env=env)
+    result = runner.invoke(app, ["weights", "download", *names, "-q", "--weights-dir", str(wd)], env=env)
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     files = w.load_manifest().group(group)  # a bare download: the default group only, no cars files
     assert lines[0].startswith(f"error: no network: could not fetch {len(files)} file(s)")
     assert len(lines) == 1 + len(files)
-    for entry, line in zip(files, lines[1:]):  # each with its manual URL and destination
-        assert line == f"  {entry.name}: {entry.manual_url} -> {tmp_path / entry.path}"
+    for entry, line in zip(files, lines[1:]):  # each with where to get it by hand and where to save it
+        assert line == f"  {entry.name}: {' or '.join(entry.manual_urls)} -> {wd / entry.path}"
     if group == "default":
-        assert "https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view" in lines[1]
+        assert lines[1] == (
+            "  hfgi_ffhq: https://drive.google.com/file/d/19y6pxOiJWB0NoG3fAZO9Eab66zkN9XIL/view or "
+            f"{GANINVERTER_ASSET} -> {wd / 'hfgi_ffhq.pt'}"
+        )
         assert "cars" not in result.stderr and "fs3" not in result.stderr
     else:
         assert lines[2].startswith("  clip_vit_b32: https://openaipublic.azureedge.net/clip/models/")
-    assert not any(tmp_path.rglob("*.*"))
+    assert not (tmp_path / "cache").exists()  # no file and no empty folder left behind
 
 
 @pytest.mark.parametrize("command", ["path", "list", "download", "verify"])

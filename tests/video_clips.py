@@ -105,3 +105,59 @@ def jitter(quads: np.ndarray) -> float:
     """RMS over frames and corners of the second difference of the quad corners (pixels)."""
     d2 = quads[2:] - 2 * quads[1:-1] + quads[:-2]
     return float(np.sqrt(np.mean(np.sum(d2**2, axis=-1))))
+
+
+# ------------------------------------------------------------------------------------ several people
+@dataclass
+class Person:
+    """One face of a scene: an aligned face crop (its FFHQ square is the whole crop) moved by
+    ``motion``; ``shown(t)`` False hides it on frame t (left the picture, or another shot)."""
+
+    photo: Image.Image
+    motion: Motion
+    shown: Callable[[int], bool] = lambda t: True
+
+
+@dataclass
+class Scene:
+    frames: list[np.ndarray]
+    true_quads: np.ndarray  # (T, people, 4, 2), NaN where the person is not shown
+    fps: float
+
+
+def face_mask(side: int) -> Image.Image:
+    """A soft ellipse over the face of an aligned crop (its corners, CelebA-HQ's background, stay
+    out of the scene)."""
+    u = (np.arange(side) + 0.5) / side - 0.5
+    r = np.hypot(u[None, :] / 0.46, u[:, None] / 0.5)
+    return Image.fromarray(np.uint8(255 * np.clip((1.0 - r) / 0.08, 0, 1)), "L")
+
+
+def make_scene(people: list[Person], n: int, size: tuple[int, int] = (320, 240), fps: float = 25.0,
+               background: tuple[int, int, int] = (90, 90, 90), noise: float = 0.0, seed: int = 0) -> Scene:
+    """Frames with every shown person drawn on a plain background, the larger (nearer) face on top
+    (``noise``: Gaussian noise of that standard deviation added to each frame)."""
+    rng = np.random.default_rng(seed)
+    quads = np.full((n, len(people), 4, 2), np.nan)
+    frames = []
+    for t in range(n):
+        frame = Image.new("RGB", size, background)
+        placed = []
+        for k, person in enumerate(people):
+            if not person.shown(t):
+                continue
+            side = person.photo.width
+            square = np.array([[0, 0], [0, side], [side, side], [side, 0]], np.float64)
+            cx, cy, s, deg = person.motion(t / max(1, n - 1))
+            m = similarity(np.array([side / 2, side / 2]), (cx, cy), s, deg)
+            quads[t, k] = square @ m[:, :2].T + m[:, 2]
+            placed.append((s, k, m, person.photo))
+        for _s, _k, m, photo in sorted(placed, key=lambda p: p[0]):
+            rgb = Image.fromarray(render(photo.convert("RGB"), m, size))
+            alpha = Image.fromarray(render(face_mask(photo.width).convert("RGB"), m, size)[..., 0], "L")
+            frame.paste(rgb, (0, 0), alpha)
+        pixels = np.asarray(frame)
+        if noise:
+            pixels = np.clip(pixels + rng.normal(0, noise, pixels.shape), 0, 255).astype(np.uint8)
+        frames.append(pixels)
+    return Scene(frames, quads, fps)

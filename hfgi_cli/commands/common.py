@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
+from typer.core import TyperCommand, TyperGroup
 
 from .. import weights as w
 
@@ -64,35 +65,87 @@ def write_stdout(line: str) -> None:
         os.close(devnull)
 
 
+# ----------------------------------------------------------------------------- help texts
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Flags show no value; arguments show their metavar alone (see ``Command``)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # a flag takes no value
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            param.display_type_rich = _no_type  # the metavar says it
+    return params
+
+
+class Command(TyperCommand):
+    """Every hfgi command: its help names values by their metavars (OUT, FILE, N) and shows none
+    for flags. Recent Typer labels each parameter with its Python type instead (``<str>``,
+    ``<list[str]>``, ``<bool>``) and writes a required argument as ``{inputs}...``; older Typer
+    shows the metavars already, so this changes nothing there."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces += param.get_usage_pieces(ctx)
+                continue
+            name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _no_type(ctx: typer.Context) -> None:
+    return None
+
+
+class Group(TyperGroup):
+    """``hfgi`` and ``hfgi weights``: their own options (--help, --version) as ``Command`` shows them."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+
+def inputs_arg(example: str) -> Any:
+    """The INPUT... argument of invert/edit; its help shows where a photo's image output goes, by
+    ``example``, the command's output name (``{stem}_smile+2.{ext}``)."""
+    def out(stem: str, ext: str = "jpg") -> str:
+        return "OUT/" + example.format(stem=stem, ext=ext)
+
+    return typer.Argument(
+        ..., metavar="INPUT",
+        help="Image files, folders (their images and .pt latents, sorted, recursively), .pt latents, or - for "
+        "paths on stdin (one a line). Outputs are named after each input under OUT: a photo given by path "
+        f"x.jpg -> {out('x')}; a file in a folder keeps its path inside it (faces/sub/x.jpg -> "
+        f"{out('sub/x')}), under the folder's name when several folders are given (a/x.jpg b/x.jpg -> "
+        f"{out('a/x')} {out('b/x')}); names still clashing get -1, -2 (x.jpg x.png -> {out('x')} "
+        f"{out('x-1', 'png')}). With --ray also URIs (s3://, gs://, file://).",
+    )
+
+
 # ----------------------------------------------------------------------------- shared options
-InputsArg = typer.Argument(
-    ...,
-    help="Image files, folders (images inside, sorted), .pt latents, or - for paths on stdin (one a line). "
-    "Outputs mirror the inputs under OUT: a file given by path keeps its name (x.jpg -> OUT/x.png); "
-    "files in a folder keep their path inside it (faces/sub/x.jpg -> OUT/sub/x.png), under the folder's "
-    "name when several folders are given (a/x.jpg b/x.jpg -> OUT/a/x.png OUT/b/x.png); "
-    "names still clashing get -1, -2 (x.jpg x.png -> OUT/x.png OUT/x-1.png). With --ray also "
-    "URIs (s3://, gs://, file://).",
+OutOpt = typer.Option(
+    ..., "-o", "--out", metavar="OUT", help="Output folder (created if missing); with --ray also a URI."
 )
-OutOpt = typer.Option(..., "-o", "--out", help="Output folder (created if missing); with --ray also a URI.")
 CheckpointOpt = typer.Option(
-    None, "--checkpoint", "-c", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
+    None, "--checkpoint", "-c", metavar="FILE", help="HFGI checkpoint (.pt). Default: the one in the weights folder."
 )
 WEIGHTS_DIR_HELP = "Folder holding the model files (default: $HFGI_HOME, ./weights, or the user cache)."
-WeightsDirOpt = typer.Option(None, "--weights-dir", help=WEIGHTS_DIR_HELP)
+WeightsDirOpt = typer.Option(None, "--weights-dir", metavar="DIR", help=WEIGHTS_DIR_HELP)
 DIRECTIONS_HELP = ("Folder of edit files laid out as the weights folder (interfacegan/, ganspace/, stit/, gradctrl/, "
                    "styleclip/). Default: the weights folder.")
-DirectionsOpt = typer.Option(None, "--directions", help=DIRECTIONS_HELP)
+DirectionsOpt = typer.Option(None, "--directions", metavar="DIR", help=DIRECTIONS_HELP)
 DirectionOpt = typer.Option(
-    [], "--direction", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
+    [], "--direction", metavar="FILE", help="Custom direction file (.pt/.npy; 512, 1x512 or n_latent x 512)."
 )
 BatchOpt = typer.Option(
-    None, "--batch-size", "-b", min=1,
+    None, "--batch-size", "-b", min=1, metavar="N",
     help="Faces per model batch (default: 8 on a GPU; 1 on a CPU, where batching brings nothing).",
 )
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
+DeviceOpt = typer.Option("auto", "--device", metavar="DEVICE", help="auto | cpu | cuda | mps")
 PrecisionOpt = typer.Option(
-    "auto", "--precision",
+    "auto", "--precision", metavar="P",
     help="auto | fp32 | fp16 | bf16. fp32 is the exact published model; fp16 (GPU) and bf16 autocast the "
     "convolutions. auto: fp16 on a CUDA GPU, bf16 on a CPU that computes it natively (AMX-BF16 or "
     "AVX512-BF16: ~2x fp32, within a few uint8 levels), else fp32. The choice is in the .pt files and --json.",
@@ -103,7 +156,7 @@ AlignedOpt = typer.Option(
     "Default: find every face, align it, edit it and paste it back into the photo.",
 )
 SaveCropsOpt = typer.Option(False, "--save-crops", help="Also write each face's edited aligned crop (PNG).")
-MaxFacesOpt = typer.Option(None, "--max-faces", min=1, help="At most N faces per photo (the largest).")
+MaxFacesOpt = typer.Option(None, "--max-faces", min=1, metavar="N", help="At most N faces per photo (the largest).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Redo inputs whose outputs already exist.")
 FacesOpt = typer.Option(
     None, "--faces", metavar="K,K,...",
@@ -111,19 +164,33 @@ FacesOpt = typer.Option(
     "the others stay untouched.",
 )
 MinFaceOpt = typer.Option(
-    None, "--min-face", min=80,
+    None, "--min-face", min=80, metavar="PX",  # 80: align.MIN_QSIZE, which detect.find_faces enforces too
     help="Smallest face searched for, as its FFHQ crop side in photo pixels (default: 128 px and 4 % of "
     "the photo's long side; faces under 80 px are never used). Smaller finds smaller faces in big photos, "
     "at more detection time. Face numbers (--faces) count the faces found with the same --min-face and "
     "--max-faces.",
 )
+def _detector_name(value: str) -> str:
+    if value not in ("hog", "cnn"):
+        raise typer.BadParameter(f"must be hog or cnn, not {value!r}")
+    return value
+
+
+DetectorOpt = typer.Option(
+    "hog", "--detector", callback=_detector_name, metavar="hog|cnn",
+    help="Face detector: hog (dlib's HOG detector; its weak hits, e.g. faces under caps or in side light, "
+    "confirmed by dlib's CNN on a small crop, a fraction of a second each) or cnn (dlib's CNN over the whole "
+    "photo, upright: ~10x slower, ~30 s for a 1600x1000 photo on a 2-core CPU).",
+)
 LatentsOpt = typer.Option(
-    "full", "--latents",
+    "full", "--latents", metavar="MODE",
     help="Latent files beside the outputs: full (W+ codes and the float16 distortion map: any later edit "
     "from the file, no encoder), codes (the W+ codes only, ~75 KB for the published model), none.",
 )
 PreviewOpt = typer.Option(
-    False, "--preview", help="Also write OUT/<name>_preview.jpg: original (faces boxed), inversion, each edit."
+    False, "--preview",
+    help="Also write OUT/<name>_preview.jpg: the original with its faces boxed and numbered, the inversion, "
+    "then each edit.",
 )
 QualityOpt = typer.Option(
     False, "--quality",
@@ -133,7 +200,10 @@ QualityOpt = typer.Option(
     "inversion); an edit also decodes the inversion for it (one more generator pass a face).",
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
-JSON_HELP = "One JSON object per input on stdout (and nothing else there)."
+JSON_HELP = ("JSON Lines on stdout (one object per input, nothing else there; not one JSON document): input, "
+             "outputs, faces, status, error, seconds (from the start of reading that input to its last output "
+             "written; inputs overlap in the pipeline, so a run's seconds add up to more than its wall time), "
+             "quality.")
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 RayOpt = typer.Option(
     False, "--ray",
@@ -152,25 +222,47 @@ NeutralOpt = typer.Option(
     help="With --text: the same description without the change (e.g. \"face with hair\"); default \"face\".",
 )
 BetaOpt = typer.Option(
-    None, "--beta",
+    None, "--beta", metavar="B",
     help="With --text: how relevant a style channel must be to move, 0..1 exclusive (default 0.15; higher: "
     "fewer channels, a more focused edit).",
 )
 DetailOpt = typer.Option(
-    1.0, "--detail", min=0.0, max=1.0,
-    help="How much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
+    1.0, "--detail", metavar="D",  # 0..1, checked in edit_specs_from_options (typer's range label is wide)
+    help="0..1: how much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
     "(lower it when an edit that removes something, hair or glasses, brings it back).",
 )
 CombineOpt = typer.Option(
     False, "--combine",
-    help="All the edits together in one output (e.g. older and smiling: OUT/<name>_age+2_smile+1.5.jpg) "
-    "instead of one output each.",
+    help="All the edits together in one output (e.g. older and smiling, named <name>_age+2_smile+1.5) instead "
+    "of one output each.",
 )
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="With --ray: the cluster to join.")
 WorkersOpt = typer.Option(
-    None, "--workers", min=1,
+    None, "--workers", min=1, metavar="N",
     help="With --ray: model actors (default: one per GPU of the cluster; without GPUs, one per 8 of half its CPUs).",
 )
+
+
+# ----------------------------------------------------------------------------- output places
+def check_out_folder(out: Path) -> None:
+    """-o OUT, a folder, must be one that outputs can be written into (exit 2 otherwise): checked
+    before the model is loaded, so a bad -o costs no model time and is not blamed on an input."""
+    from ..atomic import folder_problem
+
+    problem = folder_problem(out)
+    if problem:
+        fail(f"-o {out}: {problem}")
+
+
+def check_out_file(out: Path) -> None:
+    """-o OUT.mp4, a file: not a folder, and its folder one that can be written into (exit 2)."""
+    from ..atomic import folder_problem
+
+    if out.is_dir():
+        fail(f"-o {out}: is a folder, not a file")
+    problem = folder_problem(out.parent)
+    if problem:
+        fail(f"-o {out}: its folder {out.parent}: {problem}")
 
 
 # ----------------------------------------------------------------------------- model and edits
@@ -218,6 +310,8 @@ def edit_specs_from_options(
     that order), one each, or one with all of them (--combine); bad values exit 2 here."""
     from ..edits import EditError, EditSpec, as_edit_specs, text_spec
 
+    if not 0.0 <= detail <= 1.0:
+        fail(f"--detail takes a value from 0 to 1, not {detail:g}")
     texts = texts or []
     count = len(attrs) + len(directions) + len(texts)
     if not count:
@@ -260,28 +354,43 @@ class RunStatus:
     """Counts of a run for the progress bar and, when stderr is no terminal, a status line at least
     every ``every`` seconds (a long run must not look stuck in a log).
 
-    The time left is estimated from the inputs that were processed (skipped ones take no time)."""
+    The time left is estimated from the inputs that were processed (skipped ones take no time): the
+    time per input as of the last one finished, counted down from then, so that the estimate does not
+    grow while a slow input is under way (past zero it says so, and what the inputs after that one
+    take). Before the first input is finished there is none."""
 
     def __init__(self, what: str, total: int, every: float = 30.0) -> None:
         self.what, self.total, self.every = what, total, every
         self.lock = threading.Lock()
         self.done = self.processed = self.faces = 0
-        self.started = time.monotonic()
+        self.started = self.last = time.monotonic()
         self._stop = threading.Event()
 
     def count(self, job: Job) -> None:
         self.done += 1
         self.faces += job.n_faces
-        self.processed += job.status in ("ok", "error")
+        if job.status in ("ok", "error"):
+            self.processed += 1
+            self.last = time.monotonic()
 
     def text(self, short: bool = False) -> str:
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
         parts = [f"{self.faces} face{'s' * (self.faces != 1)}"]
-        if self.processed and elapsed > 0:
-            parts.append(f"{self.processed / elapsed:.2f} img/s")
-            left = (self.total - self.done) * elapsed / self.processed
-            parts.append(f"~{_duration(left)} left" if self.done < self.total else "")
-        line = ", ".join(p for p in parts if p)
+        if self.processed and self.last > self.started:
+            per_input = (self.last - self.started) / self.processed
+            parts.append(f"{1 / per_input:.2f} img/s" if per_input < 1 else f"{_duration(per_input)} an input")
+            if self.done < self.total:
+                left = (self.total - self.done) * per_input - (now - self.last)
+                after = (self.total - self.done - 1) * per_input  # once the input under way is done
+                if left > 0:
+                    parts.append(f"~{_duration(left)} left")
+                elif after > 0:
+                    parts.append(f"over the estimate: ~{_duration(after)} left after the input under way")
+                else:
+                    parts.append("over the estimate, on the last input")
+        elif self.done < self.total:
+            parts.append(f"{_duration(now - self.started)} so far (time left: after the first input)")
+        line = ", ".join(parts)
         return line if short else f"{self.what}: {self.done}/{self.total} inputs, {line}"
 
     @contextlib.contextmanager

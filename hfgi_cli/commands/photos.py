@@ -25,11 +25,12 @@ from .common import (
     BetaOpt,
     CheckpointOpt,
     CombineOpt,
+    Command,
     DetailOpt,
+    DetectorOpt,
     DeviceOpt,
     DirectionOpt,
     FacesOpt,
-    InputsArg,
     JsonOpt,
     LatentsOpt,
     MaxFacesOpt,
@@ -48,11 +49,13 @@ from .common import (
     TextOpt,
     WeightsDirOpt,
     WorkersOpt,
+    check_out_folder,
     console,
     edit_specs_from_options,
     error,
     face_indices,
     fail,
+    inputs_arg,
     load_for_run,
     note,
     progress,
@@ -113,22 +116,24 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
     if ray is None and uris:
         fail(f"{uris[0]}: URIs (s3://, gs://, file://...) can be used with --ray only")
     out_uri = _out_uri(out) if ray is not None and out is not None and is_uri(out) else None
+    if out_uri is None:
+        check_out_folder(options.out_dir)
     items, problems = collect_inputs(inputs, sys.stdin, exclude=out_uri or options.out_dir, uris=ray is not None)
     # with --ray the actors load the model for their device; this copy checks it, on the CPU
     local_args = model_args if ray is None else {**model_args, "device": "cpu", "precision": "fp32"}
     model = load_for_run(**local_args, edits=edits or options.edits)
+    from ..edits import describe
+
+    described = [describe(e) for e in edits or options.edits] or None  # what each --json line's outputs are
     for problem in problems:
         error(problem)
         if as_json:
             write_stdout(json.dumps({"input": problem.path, "outputs": [], "faces": 0, "status": "error",
                                      "error": str(problem), "seconds": 0.0, "quality": None,
-                                     "precision": None}) + "\n")
+                                     "precision": None, "edits": described}) + "\n")
     if not items:
-        fail("no inputs to process", code=2 if not problems else 1)
+        _no_inputs(problems)
 
-    from ..edits import describe
-
-    described = [describe(e) for e in edits or options.edits] or None  # what each --json line's outputs are
     status = RunStatus(description, len(items))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -158,8 +163,16 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
                 summary = run_on_ray(model, options, items, on_done, model_args=model_args, out_uri=out_uri, **ray)
             except ClusterError as exc:  # cannot be joined, or cannot run the model as asked (exit 2)
                 fail(str(exc))
-    _print_summary(summary, quiet, extra_failures=len(problems))
+    _print_summary(summary, quiet, out or str(options.out_dir), extra_failures=len(problems))
     raise typer.Exit(summary.exit_code if summary.exit_code or not problems else 1)
+
+
+def _no_inputs(problems: list[Any]) -> NoReturn:
+    """Nothing to process: exit 1 when inputs were given and each failed (named above, as any failed
+    input is), 2 when none was given at all (stdin held no paths): a usage error."""
+    if problems:
+        fail(f"no inputs to process: {'the input' if len(problems) == 1 else 'every input'} above failed", code=1)
+    fail("no inputs to process: no paths were given (stdin held none)")
 
 
 def _ray_options(use_ray: bool, address: Optional[str], workers: Optional[int]) -> Optional[dict[str, Any]]:
@@ -195,11 +208,12 @@ def _out_uri(out: str) -> str:
     return out
 
 
-def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) -> None:
+def _print_summary(summary: RunSummary, quiet: bool, out: str, extra_failures: int = 0) -> None:
     counts: dict[str, int] = {}
     for job in summary.jobs:
         counts[job.status] = counts.get(job.status, 0) + 1
     failed = counts.get("error", 0) + extra_failures
+    faces = sum(job.n_faces for job in summary.jobs if job.status == "ok")
     parts = [f"{counts.get('ok', 0)} done"]
     if counts.get("skipped"):
         parts.append(f"{counts['skipped']} already done (skipped; --overwrite redoes them)")
@@ -207,8 +221,9 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
         parts.append(f"{failed} failed")
     if summary.interrupted:
         parts.append(f"{counts.get('pending', 0)} not started (interrupted)")
+    where = f"; {faces} face{'s' * (faces != 1)} in {out}" if counts.get("ok") else ""
     if not quiet or failed or summary.interrupted:
-        note(", ".join(parts))
+        note(", ".join(parts) + where)
     from ..quality import summary_line
 
     measured = summary_line([(f"{job.item.source} face {k}", q) for job in summary.jobs for k, q in job.quality or []])
@@ -217,10 +232,15 @@ def _print_summary(summary: RunSummary, quiet: bool, extra_failures: int = 0) ->
 
 
 @app.command(
+    cls=Command,
+    help="Reconstruct faces with HFGI.\n\n"
+    "Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt "
+    "(latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full resolution "
+    "reconstruction of the crop) and OUT/<name>.pt.",
     epilog="Example: hfgi invert photos/ -o out   |   hfgi invert crops/ -o out --aligned --batch-size 8",
 )
 def invert(
-    inputs: list[str] = InputsArg,
+    inputs: list[str] = inputs_arg("{stem}.{ext}"),
     out: str = OutOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = WeightsDirOpt,
@@ -232,6 +252,7 @@ def invert(
     max_faces: Optional[int] = MaxFacesOpt,
     faces: Optional[str] = FacesOpt,
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
     quality: bool = QualityOpt,
@@ -242,17 +263,12 @@ def invert(
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
 ) -> None:
-    """Reconstruct faces with HFGI.
-
-    Photos: OUT/<name>.<ext> with every face replaced by its reconstruction, and OUT/<name>_<k>.pt
-    (latent, distortion map, alignment) per face k. With --aligned: OUT/<name>.png (the full
-    resolution reconstruction of the crop) and OUT/<name>.pt.
-    """
+    """Reconstruct faces with HFGI (the help text is the command's ``help``)."""
     from ..pipeline import RunOptions
 
     options = RunOptions(Path(out), [], aligned=aligned, overwrite=overwrite, save_crops=save_crops,
                          max_faces=max_faces, faces=face_indices(faces, aligned), min_face=min_face,
-                         latents=_latents(latents), preview=preview, quality=quality)
+                         detector=detector, latents=_latents(latents), preview=preview, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=None, device=device,
                       precision=precision, batch_size=batch_size)
     _run("invert", inputs, options, model_args, quiet, as_json, ray=_ray_options(use_ray, ray_address, workers),
@@ -260,16 +276,23 @@ def invert(
 
 
 @app.command(
-    epilog="Examples: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
+    cls=Command,
+    help="Edit faces: one output per edit (or one for all with --combine), all sharing one encoding of each "
+    "image.\n\nOutputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces pasted "
+    "back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png and .pt (--aligned); a text edit "
+    "is named after its prompt (face-with-curly-hair+4).",
+    epilog="Example: hfgi edit photos/ --attr smile --strength 2 --attr age --strength -3 -o out   |   "
     "hfgi edit photos/ --attr age --attr smile -s 2 -s 1.5 --combine -o out   |   "
     "hfgi edit photos/ --text \"face with curly hair\" --neutral \"face with hair\" -s 4 -o out",
 )
 def edit(
-    inputs: list[str] = InputsArg,
+    inputs: list[str] = inputs_arg("{stem}_smile+2.{ext}"),
     out: str = OutOpt,
-    attr: list[str] = typer.Option([], "--attr", "-a", help="Edit to make (repeatable; see --list-attrs)."),
+    attr: list[str] = typer.Option(
+        [], "--attr", "-a", metavar="NAME", help="Edit to make (repeatable; see --list-attrs)."
+    ),
     strength: list[float] = typer.Option(
-        [], "--strength", "-s",
+        [], "--strength", "-s", metavar="S",
         help="Strength for each --attr, then each --direction, then each --text, in order (one value: for all).",
     ),
     direction: list[Path] = DirectionOpt,
@@ -279,10 +302,10 @@ def edit(
     combine: bool = CombineOpt,
     detail: float = DetailOpt,
     directions: Optional[Path] = typer.Option(
-        None, "--directions", help=DIRECTIONS_HELP, is_eager=True, callback=listing_callback),
+        None, "--directions", metavar="DIR", help=DIRECTIONS_HELP, is_eager=True, callback=listing_callback),
     checkpoint: Optional[Path] = CheckpointOpt,
     weights_dir: Optional[Path] = typer.Option(
-        None, "--weights-dir", help=WEIGHTS_DIR_HELP, is_eager=True, callback=listing_callback),
+        None, "--weights-dir", metavar="DIR", help=WEIGHTS_DIR_HELP, is_eager=True, callback=listing_callback),
     batch_size: Optional[int] = BatchOpt,
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
@@ -291,12 +314,14 @@ def edit(
     max_faces: Optional[int] = MaxFacesOpt,
     faces: Optional[str] = FacesOpt,
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     latents: str = LatentsOpt,
     preview: bool = PreviewOpt,
     sweep: Optional[str] = typer.Option(
-        None, "--sweep", metavar="ATTR=FROM:TO:COUNT",
-        help="Instead of edited photos: one encoding, then per face a labelled grid OUT/<name>_sweep-ATTR_<k>.jpg "
-        "of the edit at COUNT strengths from FROM to TO, to pick a strength by eye (e.g. smile=-3:3:7).",
+        None, "--sweep", metavar="SPEC",
+        help="ATTR=FROM:TO:COUNT (e.g. smile=-3:3:7). Instead of edited photos: one encoding, then per face a "
+        "labelled grid OUT/<name>_sweep-ATTR_<k>.jpg of the edit at COUNT strengths from FROM to TO, to pick "
+        "a strength by eye.",
     ),
     quality: bool = QualityOpt,
     overwrite: bool = OverwriteOpt,
@@ -311,12 +336,7 @@ def edit(
         help="List every edit (family, what it does, strength range, licence, whether its files are here) and exit.",
     ),
 ) -> None:
-    """Edit faces: one output per edit (or one for all with --combine), all sharing one encoding of each image.
-
-    Outputs are named after the input and the edit: OUT/<name>_smile+2.<ext> (photos, faces
-    pasted back, one OUT/<name>_smile+2_<k>.pt per face) or OUT/<name>_smile+2.png/.pt (--aligned);
-    a text edit is named after its prompt (OUT/<name>_face-with-curly-hair+4.jpg).
-    """
+    """`hfgi edit`: the outputs the options ask for, through ``_run``."""
     from ..pipeline import RunOptions
 
     if sweep is not None:
@@ -324,6 +344,8 @@ def edit(
             fail("give --sweep alone, or --attr/--direction/--text with --strength, not both")
         if preview or save_crops or latents != "full" or quality or combine:
             fail("--sweep writes only its grids: drop --preview, --save-crops, --latents, --quality and --combine")
+        if not 0.0 <= detail <= 1.0:
+            fail(f"--detail takes a value from 0 to 1, not {detail:g}")
         sweep_spec = _sweep(sweep, detail)
         specs: list[Any] = sweep_spec.specs
     else:
@@ -331,8 +353,8 @@ def edit(
         specs = edit_specs_from_options(attr, strength, direction, text, neutral, beta, detail, combine)
     options = RunOptions(Path(out), [] if sweep_spec else specs, aligned=aligned, overwrite=overwrite,
                          save_crops=save_crops, max_faces=max_faces, faces=face_indices(faces, aligned),
-                         min_face=min_face, latents=_latents(latents), preview=preview, sweep=sweep_spec,
-                         quality=quality)
+                         min_face=min_face, detector=detector, latents=_latents(latents), preview=preview,
+                         sweep=sweep_spec, quality=quality)
     model_args = dict(checkpoint=checkpoint, weights_dir=weights_dir, directions=directions, device=device,
                       precision=precision, batch_size=batch_size)
     _run("edit", inputs, options, model_args, quiet, as_json, specs, ray=_ray_options(use_ray, ray_address, workers),
@@ -342,6 +364,7 @@ def edit(
 # ----------------------------------------------------------------------------- align
 @app.command(
     "align",
+    cls=Command,
     help=(
         "Find every face and write FFHQ-aligned crops as OUT/<stem>_<k>.png, each with a "
         "<stem>_<k>.json sidecar.\n\n"
@@ -362,24 +385,33 @@ def edit(
     ),
 )
 def align_command(
-    inputs: list[str] = typer.Argument(..., help="Photos, or folders of photos, or - for paths on stdin."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the crops (created if missing)."),
-    size: int = typer.Option(1024, "--size", min=16, help="Side of the aligned crops in pixels."),
+    inputs: list[str] = typer.Argument(
+        ..., metavar="INPUT",
+        help="Photos, or folders of photos (searched recursively), or - for paths on stdin (one a line). A photo "
+        "x.jpg gives OUT/x_0.png, OUT/x_0.json, OUT/x_1.png, ...; a photo in a folder keeps its path inside it "
+        "(photos/sub/x.jpg -> OUT/sub/x_0.png), under the folder's name when several folders are given.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", metavar="OUT", help="Folder for the crops (created if missing)."),
+    size: int = typer.Option(1024, "--size", min=16, metavar="PX", help="Side of the aligned crops in pixels."),
     max_faces: Optional[int] = typer.Option(
-        None, "--max-faces", min=1, help="Keep at most N faces per photo (the largest ones)."
+        None, "--max-faces", min=1, metavar="N", help="Keep at most N faces per photo (the largest ones)."
     ),
     min_face: Optional[float] = MinFaceOpt,
+    detector: str = DetectorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     from ..crops import align_items
     from ..inputs import collect_inputs
 
+    check_out_folder(out)
     items, problems = collect_inputs(inputs, sys.stdin, exclude=out, latents=False)
     for problem in problems:
         error(problem)
+    if not items:
+        _no_inputs(problems)
     with progress(quiet, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task("aligning", total=len(items))
-        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, on_note=note,
+        report = align_items(items, out, size, max_faces=max_faces, min_face=min_face, detector=detector, on_note=note,
                              on_photo_done=lambda _path: bar.advance(task))
     if not quiet:
         note(f"wrote {len(report.written)} face(s) from {len(items)} photo(s) to {out}")

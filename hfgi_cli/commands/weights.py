@@ -12,12 +12,13 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingCo
 from rich.table import Table
 
 from .. import weights as w
-from .common import EXIT_USAGE, QuietOpt, error, fail, note, progress
+from .common import EXIT_USAGE, Command, Group, QuietOpt, error, fail, note, progress
 
 # Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
 # ruff: noqa: UP045
 
 app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     help=(
         "Get, find and check the model files. They live in --weights-dir, else $HFGI_HOME, else "
@@ -28,7 +29,8 @@ app = typer.Typer(
 )
 
 WeightsDirOption = typer.Option(
-    None, "--weights-dir", help="Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache).",
+    None, "--weights-dir", metavar="DIR",
+    help="Folder of the model files (default: $HFGI_HOME, ./weights, or the user cache).",
     file_okay=False,
 )
 
@@ -44,13 +46,13 @@ def _human(size: Optional[int]) -> str:
     return f"{size} B"
 
 
-@app.command("path", epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
+@app.command("path", cls=Command, epilog="Example: hfgi weights path --weights-dir ~/models/hfgi")
 def weights_path(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     """Print the weights folder in use (it may not exist yet)."""
     typer.echo(str(w.resolve_weights_dir(weights_dir)))
 
 
-@app.command("list", epilog="Example: hfgi weights list --weights-dir ./weights")
+@app.command("list", cls=Command, epilog="Example: hfgi weights list --weights-dir ./weights")
 def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     """Show every model file: present or missing, size, and whether its size and SHA-256 check out
     (`hfgi weights verify` also checks the contents)."""
@@ -60,35 +62,37 @@ def weights_list(weights_dir: Optional[Path] = WeightsDirOption) -> None:
     table = Table(title=f"model files in {folder}", caption=(
         f"folder chosen by: {why}; opt-in files are fetched only when named: hfgi weights download {groups}"
     ))
+    # names and paths stay whole (no_wrap); the state column, words, wraps between them
     table.add_column("name", no_wrap=True)
-    table.add_column("file", overflow="fold")
-    table.add_column("present", no_wrap=True)
+    table.add_column("file", no_wrap=True)
     table.add_column("size", no_wrap=True, justify="right")
-    table.add_column("verified", overflow="fold", min_width=12)
+    table.add_column("state", min_width=12)
     packages = {p.name: p.package for p in manifest.packaged}
     for row in w.list_files(weights_dir):
         if row.name in packages:
-            shown = f"packaged: {packages[row.name]}"
+            shown = f"pip: {packages[row.name]}"
         else:
             shown = str(row.path.relative_to(folder)) if row.path else "-"
-        opt_in = not row.present and row.group != w.DEFAULT_GROUP
-        present = "[green]present[/]" if row.present else "opt-in" if opt_in else "[red]missing[/]"
-        verified = f"[red]{escape(row.verified)}[/]" if row.verified.startswith("BAD") else escape(row.verified)
-        if opt_in:
-            verified = f"group {row.group}"
-        table.add_row(row.name, shown, present, _human(row.size), verified)
+        if not row.present:
+            state = f"opt-in, group {row.group}" if row.group != w.DEFAULT_GROUP else "[red]missing[/]"
+        elif row.verified.startswith("BAD"):
+            state = f"[red]present, {escape(row.verified)}[/]"
+        else:
+            state = f"[green]present[/], {escape(row.verified)}"
+        table.add_row(row.name, shown, _human(row.size), state)
     Console().print(table)
 
 
 @app.command(
     "download",
+    cls=Command,
     epilog="Example: hfgi weights download hfgi_ffhq interfacegan_smile --weights-dir ~/models/hfgi   |   "
            "hfgi weights download styleclip",
 )
 def weights_download(
     names: Optional[list[str]] = typer.Argument(
-        None, help="Files or groups to fetch (see `hfgi weights list`; groups: default, cars, styleclip "
-                   "for text edits); default: every missing file of the default group."
+        None, metavar="NAME", help="Files or groups to fetch (see `hfgi weights list`; groups: default, cars, "
+                   "styleclip for text edits); default: every missing file of the default group."
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
     force: bool = typer.Option(False, "--force", help="Fetch again even if the file is present."),
@@ -120,7 +124,7 @@ def weights_download(
                 bar.update(task, completed=done, total=total)
 
             try:
-                result = w.download(entry, folder, force=force, on_progress=report)
+                result = w.download(entry, folder, force=force, on_progress=report, on_note=note)
             except w.NetworkError as exc:
                 unreachable.append((entry, dest, str(exc.reason)))
                 bar.remove_task(task)
@@ -129,25 +133,27 @@ def weights_download(
                 error(str(exc))
                 failed += 1
                 continue
-            typer.echo(f"{entry.name}: saved {result.path} ({result.status})")
+            typer.echo(f"{entry.name}: saved {result.path} ({result.status}; from {result.source})")
     if unreachable:
         # one summary, so that an offline user learns every missing file at once
         why = unreachable[0][2]
         error(f"no network: could not fetch {len(unreachable)} file(s) ({why}); download each by hand and save "
               f"it where shown, then run `hfgi weights verify`:")
         for entry, dest, _ in unreachable:
-            note(f"  {entry.name}: {entry.manual_url} -> {dest}")
+            note(f"  {entry.name}: {' or '.join(entry.manual_urls)} -> {dest}")
     if failed or unreachable:
         raise typer.Exit(EXIT_USAGE)
 
 
 @app.command(
     "verify",
+    cls=Command,
     epilog="Example: hfgi weights verify hfgi_ffhq   |   hfgi weights verify ~/Downloads/my_ckpt.pt",
 )
 def weights_verify(
     file: Optional[str] = typer.Argument(
-        None, help="A manifest name, a group or a file path; default: every present file in the weights folder."
+        None, metavar="NAME|FILE",
+        help="A manifest name, a group or a file path; default: every present file in the weights folder.",
     ),
     weights_dir: Optional[Path] = WeightsDirOption,
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import torch
 
@@ -43,7 +42,7 @@ class Editor:
             self._move(part)
 
     def _move(self, spec: EditSpec) -> Move:
-        key = spec.key.split("@detail")[0]  # detail is the decoder's, not the move's
+        key = spec.move_key  # detail is the decoder's business, not the move's
         with self._lock:
             if key not in self._moves:
                 self._moves[key] = self._resolve(spec)
@@ -90,5 +89,3 @@ class Editor:
         strengths = torch.tensor([s.strength for s in specs], dtype=torch.float32)
         return self._move(first)(latent, strengths)
 
-
-Slot = Union[Output, Sequence[EditSpec], None]

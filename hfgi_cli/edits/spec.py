@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -64,15 +64,18 @@ class EditSpec:
         return self.move_label + ("" if self.detail == 1.0 else f"_detail{self.detail:g}")
 
     @property
-    def key(self) -> str:
-        """What the edit moves along (the same for every strength)."""
+    def move_key(self) -> str:
+        """What the edit moves along in the codes (the same for every strength and detail)."""
         if self.ganspace is not None:
-            base = f"ganspace:{self.ganspace}"
-        elif self.text is not None:
-            base = f"text:{self.text}|{self.neutral}|{self.beta}"
-        else:
-            base = self.direction_file or self.attr
-        return base + ("" if self.detail == 1.0 else f"@detail{self.detail:g}")
+            return f"ganspace:{self.ganspace}"
+        if self.text is not None:
+            return f"text:{self.text}|{self.neutral}|{self.beta}"
+        return self.direction_file or self.attr
+
+    @property
+    def key(self) -> str:
+        """The edit whatever its strength: its move and its detail."""
+        return self.move_key + ("" if self.detail == 1.0 else f"@detail{self.detail:g}")
 
     def at(self, strength: float) -> EditSpec:
         """The same edit at another strength (sweeps, strength ramps)."""
@@ -87,7 +90,6 @@ class Combined:
 
     edits: tuple[EditSpec, ...]
     detail: float = 1.0
-    attr: str = field(init=False, default="combined")
 
     def __post_init__(self) -> None:
         if len(self.edits) < 2:
@@ -138,7 +140,7 @@ def spec_from_key(key: str | Path | tuple, strength: float, detail: float = 1.0,
 def text_spec(text: str, strength: float, neutral: str | None = None, beta: float | None = None,
               detail: float = 1.0) -> EditSpec:
     """A StyleCLIP text edit, checked: a text, a neutral text, and ``0 < beta < 1``."""
-    from .styleclip import DEFAULT_BETA, default_neutral
+    from .styleclip import DEFAULT_BETA, DEFAULT_NEUTRAL
 
     text = text.strip()
     if not text:
@@ -146,7 +148,7 @@ def text_spec(text: str, strength: float, neutral: str | None = None, beta: floa
     beta = DEFAULT_BETA if beta is None else float(beta)
     if not 0.0 < beta < 1.0:
         raise EditError(f"--beta must be within (0, 1) (channels whose relevance is below it stay still), not {beta:g}")
-    neutral = default_neutral(text) if neutral is None or not neutral.strip() else neutral.strip()
+    neutral = DEFAULT_NEUTRAL if neutral is None or not neutral.strip() else neutral.strip()
     return EditSpec("text", float(strength), text=text, neutral=neutral, beta=beta, detail=detail)
 
 

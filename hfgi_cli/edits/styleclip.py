@@ -31,6 +31,8 @@ from .moves import Edited, ModelShape, Move, scaled
 
 DEFAULT_BETA = 0.15
 DEFAULT_NEUTRAL = "face"
+"""StyleCLIP wants the text without the change (``face with hair`` for ``face with curly hair``);
+without one, the plain ``face`` (as STIT does)."""
 TEXT_RANGE = (-10.0, 10.0)
 S_MEAN_STD = "styleclip/S_mean_std"
 TEMPLATES = "styleclip/templates.txt"
@@ -38,12 +40,6 @@ FS3 = "styleclip/fs3.npy"
 CLIP_WEIGHTS = "styleclip/ViT-B-32.pt"
 FETCH = "hfgi weights download styleclip"
 EXTRA = "pip install 'hfgi-cli[text]'"
-
-
-def default_neutral(text: str) -> str:
-    """StyleCLIP wants the text without the change (``face with hair`` for ``face with curly hair``);
-    without one, the plain ``face`` (as STIT does)."""
-    return DEFAULT_NEUTRAL
 
 
 def needed_files() -> tuple[str, ...]:
@@ -58,9 +54,11 @@ def check_extra() -> None:
         raise EditError(f"--text needs CLIP's text encoder from open_clip: {EXTRA}")
 
 
-def check_files(folder: Path | None) -> None:
-    """Every file a text edit reads, present (before any model is loaded)."""
-    missing = [f for f in needed_files() if folder is None or not (folder / f).is_file()]
+def check_files(folder: Path | None, clip: bool = True) -> None:
+    """Every file a text edit reads (CLIP's weights too unless ``clip`` is False), present (before
+    any model is loaded)."""
+    wanted = [f for f in needed_files() if clip or f != CLIP_WEIGHTS]
+    missing = [f for f in wanted if folder is None or not (folder / f).is_file()]
     if missing:
         where = f"in {folder}" if folder is not None else "(no directions folder)"
         raise EditError(f"--text needs StyleCLIP's files ({', '.join(Path(f).name for f in missing)} missing "
@@ -113,7 +111,7 @@ def read_templates(path: Path) -> list[str]:
 def load_resources(folder: Path | None, shape: ModelShape, encoder: Any = None) -> Resources:
     """Read and check StyleCLIP's files against the generator's style layers; ``encoder`` stands
     in for CLIP (tests), else it is loaded from the weights file."""
-    check_files(folder)
+    check_files(folder, clip=encoder is None)
     assert folder is not None
     conv_channels = [c for c, to_rgb in shape.style_layers if not to_rgb]
     fs3_path = folder / FS3

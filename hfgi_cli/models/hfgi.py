@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..reasons import short_reason
 from .encoders import Encoder4Editing, ResidualAligner, ResidualEncoder
 from .stylegan2 import Form, Generator
 
@@ -127,7 +128,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         except Exception as exc:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint ({exc.__class__.__name__})") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({short_reason(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not an HFGI checkpoint (no 'state_dict' dict inside)")
     return ckpt
@@ -144,6 +145,16 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = HFGI(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "latent_avg"}
+
+
+@lru_cache(maxsize=4)
+def style_layout_of(config: ModelConfig) -> tuple[tuple[int, bool], ...]:
+    """Per StyleSpace layer of an architecture's generator (``Generator.style_layers`` order):
+    (channels, whether it is a to-RGB layer). Built on the meta device: no weights needed."""
+    with torch.device("meta"):
+        decoder = Generator(config.size, config.style_dim, config.n_mlp, config.channel_multiplier,
+                            config.channel_max)
+    return tuple((conv.in_ch, not conv.demodulate) for conv in decoder.style_layers())
 
 
 def check_published_state(ckpt: dict[str, Any], origin: str = "checkpoint") -> ModelConfig:
@@ -300,7 +311,7 @@ class HFGI(nn.Module):
 
     def style_layout(self) -> tuple[tuple[int, bool], ...]:
         """Per StyleSpace layer of the generator: (channels, whether it is a to-RGB layer)."""
-        return tuple((conv.in_ch, not conv.demodulate) for conv in self.decoder.style_layers())
+        return style_layout_of(self.config)
 
     @staticmethod
     def to_low_res(image: torch.Tensor) -> torch.Tensor:
