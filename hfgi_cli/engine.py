@@ -20,6 +20,7 @@ here, for the duration of each model call, and restored after it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -496,6 +497,20 @@ class Model:
         return self.run(self.prepare_latent(path), specs)
 
 
+def _start_resident(net: HFGI) -> None:
+    """``net.make_resident`` in a background thread that a process exit stops and joins: a thread
+    still inside numpy when the interpreter ends is torn down mid-call, and the process aborts."""
+    stop = threading.Event()
+    thread = threading.Thread(target=net.make_resident, args=(stop,), name="hfgi-resident-weights", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join()
+
+    atexit.register(finish)
+
+
 def load_model(
     checkpoint: str | os.PathLike[str] | None = None,
     *,
@@ -527,5 +542,5 @@ def load_model(
     path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
     net = HFGI.from_checkpoint(path, device=runtime.device, form=form)
     if resident and runtime.device.type == "cpu":  # elsewhere .to(device) made a copy already
-        threading.Thread(target=net.make_resident, name="hfgi-resident-weights", daemon=True).start()
+        _start_resident(net)
     return Model(net, runtime, directions=directions, weights_dir=weights_dir, batch_size=batch_size)

@@ -146,7 +146,8 @@ def as_a_user() -> tuple[list[str], bool]:
 def parse_json_lines(stdout: str) -> list[dict]:
     records = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is a JSON object
     for r in records:
-        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality", "edits"}, r
+        assert set(r) == {"input", "outputs", "faces", "status", "error", "seconds", "quality", "precision",
+                          "edits"}, r
     return records
 
 

@@ -22,6 +22,7 @@ import copy
 import math
 import os
 import pickle
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -228,15 +229,18 @@ class HFGI(nn.Module):
         model.source = Path(path).name
         return model.to(device).eval()
 
-    def make_resident(self) -> None:
+    def make_resident(self, stop: threading.Event | None = None) -> None:
         """Move memory-mapped weights into process memory, in place: one write of an unchanged
         byte per page makes the kernel copy each page of the private mapping into anonymous
         memory, which it cannot reclaim between passes (the file is never written, the tensors
         keep their addresses and values, so passes may run meanwhile). A no-op for weights
-        already in memory apart from the page walk (~0.2 s for the 1.2 GB model)."""
+        already in memory apart from the page walk (~0.2 s for the 1.2 GB model). A set ``stop``
+        ends the walk at the next tensor (the process is exiting)."""
         import numpy as np
 
         for tensor in (*self.parameters(), *self.buffers()):
+            if stop is not None and stop.is_set():
+                return
             if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.numel() == 0:
                 continue
             data = tensor.detach().reshape(-1).view(torch.uint8).numpy()
