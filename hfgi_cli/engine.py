@@ -381,17 +381,20 @@ class Model:
         """Per slot: edit the faces' codes and run HFGI's second pass; appends to ``face.outputs``."""
         with self.runtime.session():
             latent = torch.stack([f.latent for f in faces]).to(self.device)
+            distortion = torch.stack([f.distortion for f in faces]).to(self.device)
             for slot in slots:
                 # no edit: the first pass already made the edited image's low-res version
                 self.decode_codes(faces, self.apply_edit(latent, slot), slot_detail(slot),
-                                  low_res if slot is None else None)
+                                  low_res if slot is None else None, distortion)
 
     def decode_codes(self, faces: Sequence[FaceWork], edited: Edited, detail: float = 1.0,
-                     low_res: torch.Tensor | None = None) -> None:
+                     low_res: torch.Tensor | None = None, distortion: torch.Tensor | None = None) -> None:
         """HFGI's second pass for codes already edited (``apply_edit``; video smooths them over
-        frames first); appends one output to each face."""
+        frames first); appends one output to each face. ``distortion``: the faces' maps stacked on
+        the device, when the caller has them (one stack for all of a batch's slots)."""
         with self.runtime.session():
-            distortion = torch.stack([f.distortion for f in faces]).to(self.device)
+            if distortion is None:
+                distortion = torch.stack([f.distortion for f in faces]).to(self.device)
             images = self.net.decode(edited.codes.to(self.device), distortion, low_res, edited.offsets, detail)
             images, codes = images.float().cpu(), edited.codes.float().cpu()
         for i, face in enumerate(faces):

@@ -50,7 +50,7 @@ def check_names(outputs: Sequence[Output]) -> None:
 
 def needed_files(parts: Sequence[EditSpec], domain: str = "ffhq") -> list[str]:
     """The files (paths in the directions folder) that these edits read: what must be downloaded."""
-    from .catalog import CARS_PCA, FFHQ_PCA
+    from .catalog import pca_files
     from .styleclip import needed_files as text_files
 
     files: list[str] = []
@@ -58,7 +58,7 @@ def needed_files(parts: Sequence[EditSpec], domain: str = "ffhq") -> list[str]:
         if part.text is not None:
             found: Sequence[str] = text_files()
         elif part.ganspace is not None:
-            found = CARS_PCA if domain == "cars" else FFHQ_PCA
+            found = pca_files(domain)
         elif part.direction_file:
             found = ()
         else:

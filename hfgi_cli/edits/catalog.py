@@ -54,6 +54,12 @@ GANSPACE_RANGE = (-1.0, 1.0)  # strength multiplies the listed value; 1 is the a
 STIT_RANGE = (-4.0, 4.0)  # STIT's own examples use factors up to 8, i.e. strengths up to 4 here
 GRADCTRL_RANGE = (-1.0, 1.0)
 FFHQ_PCA, CARS_PCA = ("ganspace/ffhq_pca.pt",), ("ganspace/cars_pca.pt",)
+
+
+def pca_files(domain: str) -> tuple[str, ...]:
+    """The GANSpace PCA a model of this domain is edited with (named edits and tuples alike)."""
+    return CARS_PCA if domain == "cars" else FFHQ_PCA
+
 GRADCTRL_FFHQ = ("gradctrl/model_ffhq.pth", "gradctrl/model_ffhq_params.pkl")
 GRADCTRL_CARS = ("gradctrl/model_car.pth", "gradctrl/model_car_params.pkl")
 

@@ -59,8 +59,7 @@ class Editor:
             return wdirections.direction_move(
                 wdirections.load_direction(spec.direction_file, shape.n_latent, shape.style_dim))
         if spec.ganspace is not None:
-            pca_file = catalog.CARS_PCA[0] if shape.domain == "cars" else catalog.FFHQ_PCA[0]
-            return ganspace.component_move(self._file(pca_file), spec.ganspace, shape)
+            return ganspace.component_move(self._file(catalog.pca_files(shape.domain)[0]), spec.ganspace, shape)
         entry = catalog.lookup(spec.attr, shape.domain)
         files = [self._file(f) for f in entry.files]
         if entry.family in ("interfacegan", "stit"):
