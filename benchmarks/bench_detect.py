@@ -162,6 +162,7 @@ def match(found: list[np.ndarray], truth: list[TrueFace]) -> tuple[list[float | 
 
 DESIGNS = {
     "before": {"confirm_score": 0.5},
+    "confirm": {"rescue_score": 0.0},
     "after": {},
     "cnn": {"detector": "cnn"},
 }

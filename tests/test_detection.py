@@ -1,5 +1,6 @@
-"""Faces that HOG scores low (issue 19): kept when dlib's CNN confirms them, weak false hits still
-rejected; ``detector="cnn"``; the choice through the engine and the CLI."""
+"""Faces that HOG scores low (issue 19): kept when dlib's CNN confirms them (the weakest after HOG
+finds them again on an evened-out crop), weak false hits still rejected; ``detector="cnn"``; the
+choice through the engine and the CLI."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ def test_three_people_one_under_a_cap_one_tilted_are_three_faces(
     # the face under the cap is one that HOG alone drops (it scores 0.1-0.4 in every pass)
     alone = detect_faces(photo, **HOG_ALONE)
     assert _matches(alone, truth) == [False, True, True]
+
+
+def test_a_face_in_deep_side_light_is_rescued() -> None:
+    """A face lit from one side (6:1) that HOG scores below the CNN's floor on the scan copy: found
+    because HOG, looking again at its evened-out crop, passes it on to the CNN."""
+    faces = face_photos.shared_faces()
+    rng = np.random.default_rng(8)
+    photo = Image.new("RGB", (900, 700), (150, 160, 170))
+    made = face_photos.apply("side_light", faces[8], rng)
+    truth = [face_photos.paste(photo, made, 330.0, float(rng.uniform(-10, 10)), (450.0, 350.0),
+                               face_photos.landmarks(faces[8]))]
+    assert detect_faces(photo, rescue_score=0.0) == []  # CNN confirmation of hits from 0 up only
+    found = detect_faces(photo)
+    assert len(found) == 1 and _matches(found, truth) == [True]
 
 
 def test_a_weak_false_hit_is_still_rejected() -> None:

@@ -86,3 +86,25 @@ def test_bf16_drift_from_fp32_is_bounded(seed0_ckpt: Path) -> None:
             within = (diff <= 1).all(axis=-1).mean()
             assert diff.max() <= 3 and diff.mean() < 0.3 and within >= 0.995, (
                 f"{face.name} {label}: max {diff.max()}, mean {diff.mean():.3f}, {within:.5f} within one level")
+
+
+def test_encoders_held_in_bf16_give_the_same_outputs(small_ckpt: Path, small_directions: Path) -> None:
+    """Under bf16 the background thread keeps the encoders' conv weights in bf16 (autocast would
+    cast them at every call): the outputs stay bit for bit those of casting at every call."""
+    model = load_model(small_ckpt, device="cpu", precision="bf16", directions=small_directions, resident=False)
+    slots = [None, *model.edit_specs({"smile": 2})]
+
+    def run() -> tuple[torch.Tensor, list[np.ndarray]]:
+        work = model.prepare(FACES / "00044.jpg", aligned=True)
+        model.forward(work.faces, slots)
+        face = model.finish(work, slots, paste=False).faces[0]
+        return face.latent, [np.asarray(face.crops[label]) for label in (INVERSION, "smile+2")]
+
+    convs = [m for m in model.net.encoder.modules() if type(m) is torch.nn.Conv2d]
+    assert convs and all(m.weight.dtype == torch.float32 for m in convs)
+    latent, crops = run()
+    model.net.keep_autocast_weights(torch.bfloat16)
+    assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+    held_latent, held_crops = run()
+    assert torch.equal(latent, held_latent)
+    assert all(np.array_equal(a, b) for a, b in zip(crops, held_crops))

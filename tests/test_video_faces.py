@@ -206,6 +206,26 @@ def test_rerun_edits_a_chosen_face_and_the_nearer_is_on_top(two_people, model: M
     assert overlaps > 100, "the scene should make the two faces overlap"
 
 
+def test_two_people_edited_through_the_cli_and_again_from_its_pt(two_people, small_ckpt: Path,
+                                                                small_directions: Path, tmp_path: Path) -> None:
+    """The same crossing through `hfgi video`: both faces edited, the codes the API stored, and a
+    re-run of the CLI's OUT.pt that edits one of them."""
+    _scene, folder, api_out, _result, _written = two_people
+    common = ["--attr", "smile", "-s", "3", "--checkpoint", str(small_ckpt), "--directions", str(small_directions),
+              "--batch-size", "4"]
+    out = tmp_path / "cli.mp4"
+    r = run_cli("video", str(folder), "-o", str(out), *common)
+    assert r.returncode == 0, r.stderr
+    assert "2 face(s) tracked, faces 0, 1 edited on 16 face-frames" in r.stderr.splitlines()[-1]
+    api, cli = (torch.load(p.with_suffix(".pt"))["tracks"] for p in (api_out, out))
+    assert [t["frame"].tolist() for t in cli] == [t["frame"].tolist() for t in api]
+    assert all(torch.equal(a["latent"], c["latent"]) for a, c in zip(api, cli))
+    again = tmp_path / "again.mp4"
+    r = run_cli("video", str(out.with_suffix(".pt")), "--faces", "0", "-o", str(again), *common)
+    assert r.returncode == 0 and again.stat().st_size > 0, r.stderr
+    assert "faces 0 edited on 8 face-frames" in r.stderr.splitlines()[-1] and "encoder not run" in r.stderr
+
+
 def test_faces_naming_a_missing_track(two_people, small_ckpt: Path, small_directions: Path, tmp_path: Path) -> None:
     _scene, folder, out, _result, _written = two_people
     common = ["--attr", "smile", "-s", "2", "--checkpoint", str(small_ckpt), "--directions", str(small_directions),

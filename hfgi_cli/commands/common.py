@@ -44,6 +44,14 @@ def note(message: str) -> None:
     console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
+def runtime_line(model: Model) -> str:
+    """Where the model runs and in what precision, and why (auto's choice is the CPU's or GPU's)."""
+    runtime = model.runtime
+    why = runtime.reason if runtime.reason.startswith("auto:") else f"{runtime.precision}, {runtime.reason}"
+    exact = "" if runtime.precision == "fp32" else "; --precision fp32 is the exact published computation"
+    return f"running on {runtime.device}; precision {why}{exact}"
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     error(message)
     raise typer.Exit(code)

@@ -59,6 +59,7 @@ from .common import (
     load_for_run,
     note,
     progress,
+    runtime_line,
     write_stdout,
 )
 
@@ -133,6 +134,8 @@ def _run(description: str, inputs: list[str], options: RunOptions, model_args: d
                                      "precision": None, "edits": described}) + "\n")
     if not items:
         _no_inputs(problems)
+    if ray is None and not quiet:
+        note(runtime_line(model))
 
     status = RunStatus(description, len(items))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -33,6 +33,7 @@ from .common import (
     load_for_run,
     note,
     progress,
+    runtime_line,
     write_stdout,
 )
 
@@ -262,6 +263,8 @@ def video_command(
         fail("--preview shows the tracks' crops: a re-run from OUTPUT.pt has none (use --list-faces on the clip)")
     (spec,) = edit_specs_from_options(attr, strength or [0.0], direction, text, neutral, beta, detail, combine=True)
     model = load_for_run(checkpoint, weights_dir, directions, device, precision, None, [spec])
+    if not quiet:
+        note(runtime_line(model))
 
     from ..inputs import InputError
 
