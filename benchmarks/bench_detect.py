@@ -25,9 +25,11 @@ approximated by a squeeze with perspective; low light and heavy JPEG over the wh
 faces (crop >= 140 px and >= 4.5 % of the long side, tilt -30..30) all under that condition, the
 truth being the clean face's landmarks carried through the same changes; plus ``--empty`` photos
 without a face. Every design runs on the same photos: ``before`` is HOG alone (hits >= 0.5, the
-detector before CNN confirmation), ``after`` the default detector (HOG, its weak hits confirmed
-by the CNN), ``cnn`` the CNN everywhere (slow: ~10x). Printed per design: recall per condition,
-false faces per photo with faces and in the photos without, seconds per photo by size.
+detector before CNN confirmation), ``confirm`` HOG with its hits from 0 up confirmed by the CNN,
+``after`` the default detector (that, and the hits from -0.7 up that HOG finds again on their
+evened-out crop shown to the CNN too), ``cnn`` the CNN everywhere (slow: ~10x). Printed per
+design: recall per condition, false faces per photo with faces and in the photos without, seconds
+per photo by size.
 """
 
 from __future__ import annotations

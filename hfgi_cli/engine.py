@@ -502,13 +502,13 @@ class Model:
 
 def _start_resident(net: HFGI, runtime: Runtime) -> None:
     """In a background thread that a process exit stops and joins (a thread still inside numpy
-    when the interpreter ends is torn down mid-call, and the process aborts): under bf16 the
-    encoders' weights held in bf16 (``net.keep_autocast_weights``), then ``net.make_resident``."""
+    when the interpreter ends is torn down mid-call, and the process aborts): the encoders'
+    weights held as their convolutions read them (``net.hold_conv_weights``), then
+    ``net.make_resident``."""
     stop = threading.Event()
 
     def work() -> None:
-        if runtime.precision == "bf16":
-            net.keep_autocast_weights(torch.bfloat16, stop)
+        net.hold_conv_weights(torch.bfloat16 if runtime.precision == "bf16" else None, stop)
         net.make_resident(stop)
 
     thread = threading.Thread(target=work, name="hfgi-resident-weights", daemon=True)
@@ -542,8 +542,9 @@ def load_model(
     The checkpoint is memory-mapped, so the model is ready at once; on a CPU ``resident`` (the
     default) then copies its weights into process memory in a background thread while the first
     inputs are prepared and run (``HFGI.make_resident``: mapped pages can be reclaimed between
-    passes, which made passes up to 3x slower on a busy machine), under bf16 the encoders' in bf16
-    (``HFGI.keep_autocast_weights``: the same values, ~0.2 s less per face, half the memory).
+    passes, which made passes up to 3x slower on a busy machine), the encoders' in the layout
+    and (under bf16) the dtype their convolutions read (``HFGI.hold_conv_weights``: the same
+    values, no conversion at every call).
     ``resident=False`` keeps the mapping: the least memory, shared by processes that load the
     same file.
     """

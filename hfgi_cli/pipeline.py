@@ -203,7 +203,7 @@ class Pipeline:
     def _sweep_record(self) -> dict[str, Any]:
         assert self.opts.sweep is not None
         return {"attr": self.opts.sweep.attr, "strengths": list(self.opts.sweep.strengths), "faces": self.opts.faces,
-                "min_face": self.opts.min_face, "max_faces": self.opts.max_faces}
+                "min_face": self.opts.min_face, "max_faces": self.opts.max_faces, "detector": self.opts.detector}
 
     def planned_outputs(self, item: InputItem) -> list[Path]:
         """The files whose presence means the input is done (each is written last of its kind)."""

@@ -88,10 +88,13 @@ def test_bf16_drift_from_fp32_is_bounded(seed0_ckpt: Path) -> None:
                 f"{face.name} {label}: max {diff.max()}, mean {diff.mean():.3f}, {within:.5f} within one level")
 
 
-def test_encoders_held_in_bf16_give_the_same_outputs(small_ckpt: Path, small_directions: Path) -> None:
-    """Under bf16 the background thread keeps the encoders' conv weights in bf16 (autocast would
-    cast them at every call): the outputs stay bit for bit those of casting at every call."""
-    model = load_model(small_ckpt, device="cpu", precision="bf16", directions=small_directions, resident=False)
+@pytest.mark.parametrize("name", ["fp32", "bf16"])
+def test_conv_weights_held_as_read_give_the_same_outputs(small_ckpt: Path, small_directions: Path,
+                                                          name: str) -> None:
+    """The background thread holds the encoders' conv weights NHWC (the CPU form's activations) and,
+    under bf16, in bf16 (autocast would convert them at every call): the outputs stay bit for bit
+    those of converting at every call."""
+    model = load_model(small_ckpt, device="cpu", precision=name, directions=small_directions, resident=False)
     slots = [None, *model.edit_specs({"smile": 2})]
 
     def run() -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -103,8 +106,9 @@ def test_encoders_held_in_bf16_give_the_same_outputs(small_ckpt: Path, small_dir
     convs = [m for m in model.net.encoder.modules() if type(m) is torch.nn.Conv2d]
     assert convs and all(m.weight.dtype == torch.float32 for m in convs)
     latent, crops = run()
-    model.net.keep_autocast_weights(torch.bfloat16)
-    assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+    model.net.hold_conv_weights(torch.bfloat16 if name == "bf16" else None)
+    dtype = torch.bfloat16 if name == "bf16" else torch.float32
+    assert all(m.weight.dtype == dtype and m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     held_latent, held_crops = run()
     assert torch.equal(latent, held_latent)
     assert all(np.array_equal(a, b) for a, b in zip(crops, held_crops))

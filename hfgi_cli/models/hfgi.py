@@ -247,23 +247,28 @@ class HFGI(nn.Module):
             np.bitwise_or(data[::PAGE_BYTES], 0, out=data[::PAGE_BYTES])  # numpy: one thread, no GIL
             data[-1:] |= 0
 
-    def keep_autocast_weights(self, dtype: torch.dtype, stop: threading.Event | None = None) -> None:
-        """Hold the plain convolutions of the encoder, the consultation encoder and the aligner in
-        ``dtype``: under autocast to ``dtype`` every call casts their weights anyway (for e4e ~1 GB
-        read and 0.5 GB written per encoding, ~0.2 s on a 2-core CPU), and cast once they give the
-        same values. Only for a model that runs under that autocast from then on
-        (``engine.Runtime.session``). The generator's weights stay: its modulated weights are made
-        per call, and its high-resolution blocks run in fp32. Passes may run meanwhile (each layer
-        holds the old or the new weight, the same numbers to autocast); a set ``stop`` ends it at
-        the next layer."""
+    def hold_conv_weights(self, dtype: torch.dtype | None = None, stop: threading.Event | None = None) -> None:
+        """Hold the plain convolutions' weights of the encoder, the consultation encoder and the
+        aligner as the passes read them, so that no call converts them again: in the activations'
+        layout (NHWC in the CPU form: each call of a convolution on NHWC activations otherwise
+        copies an NCHW weight, for e4e ~1 GB and ~0.15 s per encoding on a 2-core CPU) and, for a
+        model that runs under autocast to ``dtype`` from then on (``engine.Runtime.session``), in
+        that dtype (autocast casts them at every call). The convolutions compute the same numbers
+        either way. The generator's weights stay: its modulated weights are made per call. Passes
+        may run meanwhile (each layer holds the old or the new weight, the same values); a set
+        ``stop`` ends it at the next layer."""
+        layout = torch.channels_last if self.form.channels_last else torch.contiguous_format
         for part in (self.encoder, self.residue, self.grid_align):
             for module in part.modules():
                 if stop is not None and stop.is_set():
                     return
-                if type(module) is not nn.Conv2d or module.weight.dtype == dtype:
+                if type(module) is not nn.Conv2d:
                     continue
-                module.weight = nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
-                if module.bias is not None:
+                weight = module.weight.detach()
+                held = weight.to(dtype=dtype or weight.dtype, memory_format=layout)
+                if held is not weight:
+                    module.weight = nn.Parameter(held, requires_grad=False)
+                if module.bias is not None and dtype is not None and module.bias.dtype != dtype:
                     module.bias = nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
 
     def with_form(self, form: Form) -> HFGI:
@@ -274,8 +279,8 @@ class HFGI(nn.Module):
 
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """NHWC inputs where the generator runs NHWC (the CPU form): oneDNN's convs then keep that
-        layout (e4e ~0.55 -> ~0.43 s); the weights stay as they are (converting 0.8 GB of them
-        would cost a second per load)."""
+        layout (e4e ~0.55 -> ~0.43 s). The weights are made NHWC after loading, in the background
+        (``hold_conv_weights``; at load, ~1 GB of them would cost a second)."""
         return x.contiguous(memory_format=torch.channels_last) if self.form.channels_last else x
 
     def load_published_state(self, ckpt: dict[str, Any], origin: str = "checkpoint", assign: bool = False) -> None:
