@@ -44,8 +44,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 
-FACE_CONDITIONS = ("clean", "cap", "cap_low", "hat", "glasses", "sunglasses", "hand", "microphone", "side_light",
-                   "motion_blur", "yaw30", "yaw45")
+FACE_CONDITIONS = ("clean", "cap", "cap_low", "hat", "glasses", "sunglasses", "hand", "microphone",
+                   "side_light", "motion_blur", "yaw30", "yaw45")
 PHOTO_CONDITIONS = ("low_light", "jpeg")
 CONDITIONS = FACE_CONDITIONS + PHOTO_CONDITIONS
 
@@ -98,8 +98,7 @@ def apply(condition: str, face: Image.Image, rng: np.random.Generator) -> Made:
     if condition == "side_light":
         return Made(_side_light(face, lm, bool(rng.random() < 0.5)), full, _same)
     drawers = {"cap": _cap, "cap_low": functools.partial(_cap, low=True), "hat": _hat, "glasses": _glasses,
-               "sunglasses": _sunglasses, "hand": _hand,
-               "microphone": _microphone}
+               "sunglasses": _sunglasses, "hand": _hand, "microphone": _microphone}
     return Made(drawers[condition](face.copy(), lm, rng), full, _same)
 
 
@@ -319,7 +318,8 @@ def paste(photo: Image.Image, made: Made, side: float, tilt: float, centre: tupl
 
 def three_people(size: tuple[int, int] = (1600, 1000)) -> tuple[Image.Image, list[np.ndarray]]:
     """The photo of issue 19: three people on a plain background, faces 300-420 px: one under a
-    flat cap pulled low over the brows, one upright, one tilted by 15 degrees. Returns it and the true landmarks."""
+    flat cap pulled low over the brows, one upright, one tilted by 15 degrees. Returns it and the
+    true landmarks."""
     faces = shared_faces()
     rng = np.random.default_rng(19)
     photo = Image.new("RGB", size, (196, 202, 210))
