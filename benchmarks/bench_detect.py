@@ -97,6 +97,18 @@ def background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
+def free_spot(rng: np.random.Generator, size: tuple[int, int], side: float,
+              placed: list[TrueFace]) -> tuple[float, float] | None:
+    """A centre for a face of ``side`` px inside a photo of ``size``, clear of the faces already
+    placed (30 random tries), or None when none was found."""
+    w, h = size
+    for _attempt in range(30):
+        cx, cy = rng.uniform(0.75 * side, w - 0.75 * side), rng.uniform(0.75 * side, h - 0.75 * side)
+        if all(np.hypot(cx - f.centre[0], cy - f.centre[1]) > 0.8 * (side + f.side) for f in placed):
+            return float(cx), float(cy)
+    return None
+
+
 def compose(rng: np.random.Generator, faces: list[Image.Image], mp: float) -> tuple[Image.Image, list[TrueFace]]:
     w = int(math.sqrt(mp * 1e6 * ASPECT))
     h = int(w / ASPECT)
@@ -105,12 +117,10 @@ def compose(rng: np.random.Generator, faces: list[Image.Image], mp: float) -> tu
     for _ in range(int(rng.integers(1, 9))):
         side = float(rng.uniform(80, min(600, 0.45 * h)))
         tilt = float(rng.uniform(-30, 30))
-        for _attempt in range(30):
-            cx, cy = rng.uniform(0.75 * side, w - 0.75 * side), rng.uniform(0.75 * side, h - 0.75 * side)
-            if all(np.hypot(cx - f.centre[0], cy - f.centre[1]) > 0.8 * (side + f.side) for f in placed):
-                break
-        else:
+        spot = free_spot(rng, (w, h), side, placed)
+        if spot is None:
             continue
+        cx, cy = spot
         face = faces[int(rng.integers(len(faces)))].resize((round(side), round(side)), Image.Resampling.LANCZOS)
         mask = Image.new("L", face.size, 255)
         rotated = face.rotate(tilt, Image.Resampling.BICUBIC, expand=True)
@@ -181,12 +191,10 @@ def compose_condition(rng: np.random.Generator, faces: list[Image.Image], mp: fl
     for _ in range(int(rng.integers(2, 7))):
         side = float(rng.uniform(max(140, 0.045 * w), min(600, 0.45 * h)))
         tilt = float(rng.uniform(-30, 30))
-        for _attempt in range(30):
-            cx, cy = rng.uniform(0.75 * side, w - 0.75 * side), rng.uniform(0.75 * side, h - 0.75 * side)
-            if all(np.hypot(cx - f.centre[0], cy - f.centre[1]) > 0.8 * (side + f.side) for f in placed):
-                break
-        else:
+        spot = free_spot(rng, (w, h), side, placed)
+        if spot is None:
             continue
+        cx, cy = spot
         face = faces[int(rng.integers(len(faces)))]
         made = face_photos.apply(condition, face, rng)
         lm = face_photos.paste(photo, made, side, tilt, (cx, cy), face_photos.landmarks(face))
