@@ -66,7 +66,7 @@ def test_bf16_drift_from_fp32_is_bounded(seed0_ckpt: Path) -> None:
     """bf16 (what auto picks here) against fp32 on two shared faces: the inversion and an edit.
     Measured on a Xeon with AMX: at most 3 levels, mean 0.21-0.25, 99.64-99.91 % of pixels within
     one level (every layer in bf16: 4 levels, 97.3 %; see models.stylegan2's
-    BF16_MAX_RES and ToRGB for the parts kept in fp32)."""
+    BF16_FP32_BLOCKS and ToRGB for the parts kept in fp32)."""
     faces = sorted(FACES.glob("*.jpg"))[:2]
     runs = {}
     for name in ("fp32", "bf16"):
