@@ -248,12 +248,19 @@ def _rescore(image: Image.Image, c: _Candidate) -> float:
 
 
 def _confirmed(image: Image.Image, c: _Candidate, cnn: Any, confidence: float = 0.0,
-               evened: bool = False) -> bool:
+               also_evened: bool = False) -> bool:
     """Whether the CNN finds a face at candidate ``c`` (its centre within half a box of ours) with
-    more than ``confidence``, on its crop with the light evened out if ``evened``."""
+    more than ``confidence`` on its upright crop, or, with ``also_evened``, on that crop with the
+    light evened out."""
     crop = _upright_crop(image, c)
-    middle = crop.width / 2.0
-    pixels = _evened(crop, CONFIRM_BOX / 3) if evened else np.asarray(crop)
+    if _cnn_finds(np.asarray(crop), cnn, confidence):
+        return True
+    return also_evened and _cnn_finds(_evened(crop, CONFIRM_BOX / 3), cnn, confidence)
+
+
+def _cnn_finds(pixels: np.ndarray, cnn: Any, confidence: float) -> bool:
+    """Whether the CNN finds a face scoring more than ``confidence`` at the middle of a crop."""
+    middle = pixels.shape[1] / 2.0
     for d in cnn(pixels, 0):
         r = d.rect
         cx, cy = (r.left() + r.right()) / 2.0 + 0.5, (r.top() + r.bottom()) / 2.0 + 0.5
@@ -407,10 +414,7 @@ def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
         turned = _rescued(small, pixels, c)
         if turned is None:
             return None
-        if _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE) or _confirmed(
-                small, turned, cnn, RESCUE_CNN_CONFIDENCE, evened=True):
-            return turned
-        return None
+        return turned if _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True) else None
 
     def confirm(chunk: list[_Candidate]) -> list[_Candidate]:
         cnn = _cnn_detector()
