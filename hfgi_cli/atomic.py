@@ -73,8 +73,8 @@ def folder_problem(folder: Path) -> str | None:
         return f"cannot be created: {existing} is a file, not a folder"
     try:
         if existing == folder:
-            tmp = _create_temp(folder / "hfgi-write-check", _TEMP_SUFFIX)
-            tmp.unlink()
+            with temp_beside(folder / "hfgi-write-check"):
+                pass
         else:
             os.rmdir(tempfile.mkdtemp(prefix=".hfgi-write-check.", dir=existing))
     except OSError as exc:

@@ -219,7 +219,7 @@ def _hand(face: Image.Image, lm: np.ndarray, rng: np.random.Generator) -> Image.
 
 
 def _microphone(face: Image.Image, lm: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    _, _, _, chin, width = _face_box(lm)
+    width = _face_box(lm)[4]
     mouth = lm[48:60].mean(axis=0)
     r = 0.2 * width
     cx, cy = float(mouth[0] + rng.uniform(-0.1, 0.1) * width), float(mouth[1] + 0.12 * width)
@@ -231,7 +231,6 @@ def _microphone(face: Image.Image, lm: np.ndarray, rng: np.random.Generator) -> 
         half = math.sqrt(max(r * r - d * d, 0.0))
         draw.line([cx + d, cy - half, cx + d, cy + half], fill=(40, 40, 44), width=1)
         draw.line([cx - half, cy + d, cx + half, cy + d], fill=(40, 40, 44), width=1)
-    del chin
     return face
 
 
