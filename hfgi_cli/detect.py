@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,37 +393,53 @@ def detect_faces(
 def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
                confirm_score: float, rescue_score: float) -> list[_Candidate]:
     """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms (the weakest
-    only when HOG finds them again on their evened-out crop)."""
+    only when HOG finds them again on their evened-out crop).
+
+    dlib's HOG scan releases the GIL (its passes run side by side: 2 cores, ~1.7x), its CNN and
+    landmark predictor do not (two threads of them run no faster than one). So the passes run in
+    a pool while this thread checks weak hits: while a pass is still running, the weak hits of the
+    passes already done (a check may be wasted on a hit that a later pass's better one replaces;
+    the cores would idle otherwise), then those of the merged set that are left. Every check is a
+    function of its hit alone, so the faces are those of checking the merged set's hits in turn."""
     floor = min_score if confirm_score >= min_score else min(confirm_score, rescue_score)
-    # dlib releases the GIL while it scans: the passes run side by side (2 cores: ~1.7x)
+    pixels = np.asarray(small)
+    cnn: Any = None
+    checks: dict[int, _Candidate | None] = {}  # id(hit) -> the face it is, or None
+
+    def check(c: _Candidate) -> _Candidate | None:
+        """The face weak hit ``c`` is (turned as the rescue found it), or None; checked once."""
+        nonlocal cnn
+        if id(c) not in checks:
+            if cnn is None:
+                cnn = _cnn_detector()
+            if c.score >= confirm_score:
+                checks[id(c)] = c if _confirmed(small, c, cnn) else None
+            else:
+                turned = _rescued(small, pixels, c)
+                ok = turned is not None and _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True)
+                checks[id(c)] = turned if ok else None
+        return checks[id(c)]
+
+    def unchecked(hits: list[_Candidate]) -> list[_Candidate]:
+        return [c for c in _suppress(hits) if c.score < min_score and id(c) not in checks]
+
     workers = max(1, min(len(angles), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        found = pool.map(lambda angle: _scan(small, angle, floor), angles)
-        candidates = [c for hits in found for c in hits]
-    kept = _suppress(candidates)
-    strong = [c for c in kept if c.score >= min_score]
-    weak = [c for c in kept if c.score < min_score]
-    if not weak:
-        return strong
-
-    pixels = np.asarray(small)
-
-    def confirmed(c: _Candidate, cnn: Any) -> _Candidate | None:
-        if c.score >= confirm_score:
-            return c if _confirmed(small, c, cnn) else None
-        turned = _rescued(small, pixels, c)
-        if turned is None:
-            return None
-        return turned if _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True) else None
-
-    def confirm(chunk: list[_Candidate]) -> list[_Candidate]:
-        cnn = _cnn_detector()
-        return [kept for kept in (confirmed(c, cnn) for c in chunk) if kept is not None]
-
-    chunks = [weak[k::workers] for k in range(min(workers, len(weak)))]
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        confirmed = [c for done in pool.map(confirm, chunks) for c in done]
-    return strong + confirmed
+        passes = {pool.submit(_scan, small, angle, floor): angle for angle in angles}
+        found: dict[float, list[_Candidate]] = {}
+        running = set(passes)
+        while running:
+            todo = unchecked([c for hits in found.values() for c in hits])
+            if todo:
+                check(todo[0])
+                done = {f for f in running if f.done()}
+            else:
+                done = wait(running, return_when=FIRST_COMPLETED).done
+            running -= done
+            found.update((passes[f], f.result()) for f in done)
+    kept = _suppress([c for angle in angles for c in found[angle]])
+    faces = [c if c.score >= min_score else check(c) for c in kept]
+    return [c for c in faces if c is not None]
 
 
 @dataclass

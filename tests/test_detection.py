@@ -4,12 +4,15 @@ choice through the engine and the CLI."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hfgi_cli import detect
 from hfgi_cli.align import face_quad
 from hfgi_cli.detect import detect_faces
 
@@ -43,6 +46,40 @@ def test_three_people_one_under_a_cap_one_tilted_are_three_faces(
     # the face under the cap is one that HOG alone drops (it scores 0.1-0.4 in every pass)
     alone = detect_faces(photo, **HOG_ALONE)
     assert _matches(alone, truth) == [False, True, True]
+
+
+class _OneAtATime:
+    """A stand-in for ThreadPoolExecutor that runs each task when it is submitted: every HOG pass
+    is done before the first weak hit is checked."""
+
+    def __init__(self, workers: int) -> None:
+        pass
+
+    def __enter__(self) -> _OneAtATime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_weak_hits_checked_beside_the_passes_give_the_faces_of_checking_after_them(
+    three_people: tuple[Image.Image, list[np.ndarray]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The weak hits of finished passes are checked while the others run (some checks are then of
+    hits a later pass replaces): the faces must be those of checking the merged hits in turn."""
+    photo, _ = three_people
+    astronaut = Image.open(PHOTOS / "astronaut.png").convert("RGB")  # a weak false hit: a check says no
+    overlapped = [detect_faces(photo), detect_faces(astronaut)]
+    monkeypatch.setattr(detect, "ThreadPoolExecutor", _OneAtATime)
+    in_turn = [detect_faces(photo), detect_faces(astronaut)]
+    assert [len(f) for f in overlapped] == [3, 1]
+    for got, want in zip(overlapped, in_turn):
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def test_a_face_in_deep_side_light_is_rescued() -> None:
