@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import cpu_description  # noqa: E402
+
 BASELINE = r'''
 import sys, time, torch, numpy as np
 from pathlib import Path
@@ -102,31 +104,20 @@ finally:
 def run_timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(wall s, start-up s, peak RSS GiB) of one `hfgi` process started through TIMED_HFGI."""
     spawned = time.time()
-    wall, rss = run([sys.executable, "-c", TIMED_HFGI, *cmd], env)
-    return wall, LAST_FIRST_FORWARD[0] - spawned, rss
-
-
-LAST_FIRST_FORWARD = [0.0]
-
-
-def cpu_description() -> str:
-    """lscpu's model name and flags (the figures only mean something beside them)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        import platform
-
-        return f"CPU: {platform.processor() or platform.machine()} (no lscpu)"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    name = fields.get("Model name", "?").strip()
-    flags = fields.get("Flags", "").split()
-    bf16 = [f for f in flags if "bf16" in f or f.startswith("amx")]
-    return (f"CPU: {name}, {os.cpu_count()} cores; bf16/AMX flags: {' '.join(bf16) or 'none'}\n"
-            f"flags: {' '.join(flags)}")
+    wall, rss, stderr = _process([sys.executable, "-c", TIMED_HFGI, *cmd], env)
+    first = [line for line in stderr if line.startswith("first-forward ")]
+    return wall, (float(first[-1].split()[1]) if first else float("nan")) - spawned, rss
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of one process, measured by a wrapper so runs don't mix."""
+    """Wall seconds and peak RSS (GiB) of one process."""
+    wall, rss, _ = _process(cmd, env)
+    return wall, rss
+
+
+def _process(cmd: list[str], env: dict[str, str] | None) -> tuple[float, float, list[str]]:
+    """Wall seconds, peak RSS (GiB) and stderr's lines of one process, measured by a wrapper so
+    runs don't mix."""
     wrapper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
         "r = subprocess.run(sys.argv[1:]); dt = time.perf_counter() - t; "
@@ -137,10 +128,8 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     lines = proc.stderr.strip().splitlines()
-    first = [line for line in lines if line.startswith("first-forward ")]
-    LAST_FIRST_FORWARD[0] = float(first[-1].split()[1]) if first else float("nan")
     wall, rss_kb = lines[-1].split()
-    return float(wall), int(rss_kb) / 2**20
+    return float(wall), int(rss_kb) / 2**20, lines
 
 
 def stage_split(checkpoint: Path, faces: list[Path], device: str, batch: int, precision: str) -> None:

@@ -14,8 +14,6 @@ cannot be downloaded here; the cost does not depend on them) and a seeded fs3.np
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,17 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from hfgi_cli.edits import Editor, EditSpec, ModelShape, text_spec  # noqa: E402
 from hfgi_cli.engine import FaceWork, load_model  # noqa: E402
 from hfgi_cli.images import image_to_tensor, load_crop  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown CPU"
 
 
 def best(fn, rounds: int) -> float:

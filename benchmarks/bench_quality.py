@@ -27,11 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return " ".join(fields.get(k, "?").strip() for k in ("Model name", "CPU family", "Model"))
+from benchmarks.machine import cpu_name  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import argparse
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,13 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no lscpu)"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
+from benchmarks.machine import cpu_name  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +49,7 @@ def main() -> None:
     from hfgi_cli.ray import run_on_ray
 
     cores = os.cpu_count() or 1
-    print(f"CPU: {cpu_model()}, {cores} cores; torch {torch.__version__}, ray {ray.__version__}")
+    print(f"CPU: {cpu_name()}, {cores} cores; torch {torch.__version__}, ray {ray.__version__}")
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         root = Path(tmp)
         ckpt = args.checkpoint

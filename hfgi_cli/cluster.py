@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .reasons import short_reason
+
 
 class ClusterError(ValueError):
     """The cluster cannot run this job as asked (cannot be joined, no GPU for --device cuda, pools
@@ -181,7 +183,7 @@ def connect(ray: Any, address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as exc:  # no cluster at that address, or it refused us
         where = where or "a local cluster"
-        raise ClusterError(f"--ray: cannot join {where}: {str(exc).strip().splitlines()[0]}") from None
+        raise ClusterError(f"--ray: cannot join {where}: {short_reason(exc)}") from None
     return True
 
 

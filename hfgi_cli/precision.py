@@ -5,7 +5,9 @@ bounded by a test on that kind of device.
 - CPU that computes bf16 natively (x86 AMX-BF16 or AVX512-BF16, read from the CPU's own flags):
   bf16 (``tests/test_precision.py`` bounds its drift; ~2x faster than fp32 on a Xeon with AMX).
 - Any other CPU, Apple MPS: fp32. Without native bf16 instructions PyTorch emulates it with
-  conversions around fp32 maths, which is slower than fp32 itself.
+  conversions around fp32 maths, far slower than fp32 itself (on an AMD EPYC Zen 3 with AVX2, a
+  full-size generator pass took 28.9 s in bf16 against 1.20 s in fp32, the encoder 7.0 s against
+  0.94 s); asked for there, bf16 runs, and its reason says so.
 
 ``fp32`` is always the exact reproduction of the published model.
 """
@@ -68,4 +70,6 @@ def resolve_precision(requested: str, device_type: str) -> tuple[str, str]:
         raise ValueError(f"--precision must be auto, fp32, fp16 or bf16, not {requested!r}")
     if requested == "auto":
         return auto_precision(device_type)
+    if requested == "bf16" and device_type == "cpu" and not cpu_bf16_flags():
+        return requested, "asked for; emulated on this CPU (no AMX-BF16 or AVX512-BF16): far slower than fp32"
     return requested, "asked for" + (" (exact)" if requested == "fp32" else "")

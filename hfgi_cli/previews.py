@@ -107,6 +107,7 @@ class FaceMark:
     name: str
     outline: list[Point]  # the face square, clipped to the visible part of the panel
     tag: Rect  # the number's box
+    text: Image.Image  # the number itself (``_text_image``), pasted inside the box
 
 
 def face_marks(boxes: Sequence[tuple[str, np.ndarray]], scale: float, size: tuple[int, int],
@@ -132,7 +133,7 @@ def face_marks(boxes: Sequence[tuple[str, np.ndarray]], scale: float, size: tupl
         y = round(min(ys)) - h if min(ys) - h >= top else round(min(ys)) + line
         x = min(max(x, 0), width - w)
         y = min(max(y, top), height - h)
-        marks.append(FaceMark(name, outline, (x, y, x + w, y + h)))
+        marks.append(FaceMark(name, outline, (x, y, x + w, y + h), text))
     return marks
 
 
@@ -147,7 +148,7 @@ def _draw_marks(tile: Image.Image, marks: Sequence[FaceMark]) -> None:
     for mark in marks:
         x0, y0, x1, y1 = mark.tag
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=BOX_COLOUR)
-        tile.paste(_text_image(mark.name, tag_size(tile.height)), (x0 + _TAG_PAD, y0 + _TAG_PAD))
+        tile.paste(mark.text, (x0 + _TAG_PAD, y0 + _TAG_PAD))
 
 
 def strip(

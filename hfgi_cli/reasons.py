@@ -9,8 +9,11 @@ from __future__ import annotations
 
 def short_reason(text: object, limit: int = 120) -> str:
     """The first line of ``text`` (an exception or a string) in at most ``limit`` characters: whole
-    when it fits, else up to its last full sentence that does, else up to a word and "…"."""
+    when it fits, else up to its last full sentence that does, else up to a word and "…". An
+    exception without a message gives its class's name."""
     first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    if not first and isinstance(text, BaseException):
+        first = type(text).__name__
     if len(first) <= limit:
         return first
     cut = first[:limit + 1]

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .atomic import atomic_write
+from .reasons import short_reason
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _CHUNK = 1 << 20
@@ -45,7 +46,7 @@ def filesystem(uri: str) -> tuple[Any, str]:
     try:
         return fs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as exc:
-        raise OSError(f"{uri}: {str(exc).strip().splitlines()[0]}") from None
+        raise OSError(f"{uri}: {short_reason(exc)}") from None
 
 
 def join(uri: str, rel: str) -> str:

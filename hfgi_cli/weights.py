@@ -482,16 +482,11 @@ def _load_npy(path: Path) -> Any:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as exc:  # numpy says ValueError for a pickled array, others for junk
-        raise VerificationError(f"{path}: not a plain .npy array ({_first_line(exc)})") from None
+        raise VerificationError(f"{path}: not a plain .npy array ({short_reason(exc)})") from None
 
 
 def _describe(array: Any) -> str:
     return f"array of shape {'x'.join(str(s) for s in array.shape) or 'scalar'} ({array.dtype})"
-
-
-def _first_line(exc: BaseException, limit: int = 120) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:limit]
 
 
 def check_classifier(path: Path, value: Any = None) -> tuple[int, int]:
@@ -563,7 +558,7 @@ def _read_pickle(path: Path, plain: bool) -> Any:
         data = Path(path).read_bytes()
         return load_plain(data) if plain else load_arrays(data)
     except Exception as exc:  # refused callables, truncation, not a pickle at all
-        raise VerificationError(f"{path}: not a safe pickle of plain data ({_first_line(exc)})") from None
+        raise VerificationError(f"{path}: not a safe pickle of plain data ({short_reason(exc)})") from None
 
 
 def check_templates(path: Path) -> int:
@@ -571,7 +566,7 @@ def check_templates(path: Path) -> int:
     try:
         lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except (UnicodeDecodeError, OSError) as exc:
-        raise VerificationError(f"{path}: not a UTF-8 text file ({_first_line(exc)})") from None
+        raise VerificationError(f"{path}: not a UTF-8 text file ({short_reason(exc)})") from None
     bad = [line for line in lines if line.count("{}") != 1]
     if not lines or bad:
         raise VerificationError(f"{path}: prompt templates need one '{{}}' per line; {len(bad)} of "
@@ -595,9 +590,9 @@ def check_clip(path: Path) -> dict[str, tuple[int, ...]]:
     except zipfile.BadZipFile:
         raise VerificationError(f"{path}: not a TorchScript or PyTorch zip archive") from None
     except pickle.UnpicklingError as exc:
-        raise VerificationError(f"{path}: {_first_line(exc)}") from None
+        raise VerificationError(f"{path}: {short_reason(exc)}") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise VerificationError(f"{path}: unreadable data.pkl ({_first_line(exc)})") from None
+        raise VerificationError(f"{path}: unreadable data.pkl ({short_reason(exc)})") from None
     found = {k: shapes.get(k) for k in CLIP_SHAPES}
     if found != CLIP_SHAPES:
         wrong = ", ".join(f"{k} {'x'.join(map(str, v)) if v else 'absent'}" for k, v in found.items()

@@ -89,6 +89,9 @@ def test_usage_errors_exit_2(small_ckpt: Path, small_directions: Path, tmp_path:
     counts = run_cli("edit", str(FACES), "-o", str(tmp_path), "--checkpoint", str(small_ckpt),
                      "-a", "age", "-a", "smile", "-s", "1", "-s", "2", "-s", "3")
     assert counts.returncode == 2 and "--strength" in counts.stderr
+    for command, edit in (("edit", ["-a", "smile"]), ("edit", ["--sweep", "smile:-1:1:3"]), ("video", ["-a", "smile"])):
+        detail = run_cli(command, str(FACES), "-o", str(tmp_path / "out"), *edit, "--detail", "1.5")
+        assert detail.returncode == 2 and "'--detail': takes a value from 0 to 1, not 1.5" in detail.stderr
     assert not any(tmp_path.iterdir())
 
 

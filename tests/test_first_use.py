@@ -231,3 +231,5 @@ def test_quoted_library_messages_are_cut_at_a_sentence_or_a_word() -> None:
                                         "directory. This is an internal miniz error.")
     assert short_reason("word " * 40, 30) == "word word word word word word…"
     assert short_reason("short\nmore") == "short"
+    assert short_reason(EOFError()) == "EOFError"  # a message-less exception still says what it was
+    assert short_reason("") == ""

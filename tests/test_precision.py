@@ -35,6 +35,9 @@ def test_auto_picks_by_device_and_cpu_features(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
     chosen, why = precision.resolve_precision("auto", "cpu")
     assert chosen == "fp32" and "no native bf16" in why
+    chosen, why = precision.resolve_precision("bf16", "cpu")  # runs as asked, and says what it costs
+    assert chosen == "bf16" and "emulated on this CPU" in why
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     assert precision.resolve_precision("bf16", "cpu") == ("bf16", "asked for")
     with pytest.raises(ValueError, match="--precision must be auto"):
         precision.resolve_precision("fp64", "cpu")

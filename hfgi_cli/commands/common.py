@@ -178,6 +178,8 @@ MinFaceOpt = typer.Option(
     "at more detection time. Face numbers (--faces) count the faces found with the same --min-face and "
     "--max-faces.",
 )
+
+
 def _detector_name(value: str) -> str:
     if value not in ("hog", "cnn"):
         raise typer.BadParameter(f"must be hog or cnn, not {value!r}")
@@ -234,8 +236,14 @@ BetaOpt = typer.Option(
     help="With --text: how relevant a style channel must be to move, 0..1 exclusive (default 0.15; higher: "
     "fewer channels, a more focused edit).",
 )
+def _detail_fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"takes a value from 0 to 1, not {value:g}")
+    return value
+
+
 DetailOpt = typer.Option(
-    1.0, "--detail", metavar="D",  # 0..1, checked in edit_specs_from_options (typer's range label is wide)
+    1.0, "--detail", metavar="D", callback=_detail_fraction,  # not min/max: typer's range label is wide
     help="0..1: how much of the input's own detail HFGI brings back: 1 the published model, 0 the plain e4e edit "
     "(lower it when an edit that removes something, hair or glasses, brings it back).",
 )
@@ -318,8 +326,6 @@ def edit_specs_from_options(
     that order), one each, or one with all of them (--combine); bad values exit 2 here."""
     from ..edits import EditError, EditSpec, as_edit_specs, text_spec
 
-    if not 0.0 <= detail <= 1.0:
-        fail(f"--detail takes a value from 0 to 1, not {detail:g}")
     texts = texts or []
     count = len(attrs) + len(directions) + len(texts)
     if not count:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..reasons import short_reason
 from .common import Command, QuietOpt, error, fail, note, progress, write_stdout
 
 # Typer reads the annotations at run time, so they stay typing.Optional for Python 3.9.
@@ -34,7 +35,7 @@ def _lpips(download: bool) -> Any:
         note(f"note: LPIPS not computed (null): its AlexNet weights are not in {lpips_weights()}; "
              f"--download-lpips fetches them (233 MB) from {LPIPS_WEIGHTS_URL}")
     except Exception as exc:  # a failed download: the other numbers are still worth having
-        note(f"note: LPIPS not computed (null): {str(exc).splitlines()[0][:160] if str(exc) else exc}")
+        note(f"note: LPIPS not computed (null): {short_reason(exc, 160)}")
     return None
 
 
@@ -168,17 +169,19 @@ def eval_command(
             for text in lines:
                 out.print(escape(text), highlight=False)
         for v in videos:
-            out.print(f"{escape(v['result'])}: {v['frames']} frames, TL-ID {_cell(v['tl_id'])}, "
-                      f"TG-ID {_cell(v['tg_id'])}, identity distance mean {_cell(v['identity_distance'])} "
-                      f"(max {_cell(v['identity_distance_max'])}), flicker {_cell(v['flicker'], 2)} "
-                      f"(source {_cell(v['source_flicker'], 2)})", highlight=False)
+            out.print(f"{escape(v['result'])}: {v['frames']} frames, {_video_scores(v)}", highlight=False)
             for f in v["faces"]:
-                out.print(f"  face {f['face']}: {f['frames']} frames ({f['first']}-{f['last']}), TL-ID "
-                          f"{_cell(f['tl_id'])}, TG-ID {_cell(f['tg_id'])}, identity distance mean "
-                          f"{_cell(f['identity_distance'])} (max {_cell(f['identity_distance_max'])}), flicker "
-                          f"{_cell(f['flicker'], 2)} (source {_cell(f['source_flicker'], 2)})", highlight=False)
+                out.print(f"  face {f['face']}: {f['frames']} frames ({f['first']}-{f['last']}), {_video_scores(f)}",
+                          highlight=False)
     if failed or matched.problems:
         raise typer.Exit(1)
+
+
+def _video_scores(scores: dict[str, Any]) -> str:
+    """A video's (or one of its faces') identity and flicker figures, as one line shows them."""
+    return (f"TL-ID {_cell(scores['tl_id'])}, TG-ID {_cell(scores['tg_id'])}, identity distance mean "
+            f"{_cell(scores['identity_distance'])} (max {_cell(scores['identity_distance_max'])}), flicker "
+            f"{_cell(scores['flicker'], 2)} (source {_cell(scores['source_flicker'], 2)})")
 
 
 def _eval_table(records: list[dict[str, Any]], originals: Path, results: Path, width: int) -> Table:

@@ -347,8 +347,6 @@ def edit(
             fail("give --sweep alone, or --attr/--direction/--text with --strength, not both")
         if preview or save_crops or latents != "full" or quality or combine:
             fail("--sweep writes only its grids: drop --preview, --save-crops, --latents, --quality and --combine")
-        if not 0.0 <= detail <= 1.0:
-            fail(f"--detail takes a value from 0 to 1, not {detail:g}")
         sweep_spec = _sweep(sweep, detail)
         specs: list[Any] = sweep_spec.specs
     else:

@@ -78,8 +78,7 @@ def _track_lines(tracks: list[TrackInfo]) -> list[str]:
 def _list_faces(input: Path, sheet: Optional[Path], fps: Optional[float], smooth_window: int, quiet: bool) -> None:
     """--list-faces: track the clip without the model, one line per track on stdout (+ the sheet)."""
     from .. import video as hv
-    from ..images import save_image
-    from ..video.sheet import contact_sheet
+    from ..video.sheet import write_contact_sheet
 
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
         fail(f"-o {sheet}: with --list-faces, -o names the contact sheet (.jpg or .png)")
@@ -98,12 +97,8 @@ def _list_faces(input: Path, sheet: Optional[Path], fps: Optional[float], smooth
         fail(f"{input}: no face found in any of its {frames} frames", code=1)
     for line in _track_lines(tracks):
         write_stdout(line + "\n")
-    if sheet is not None:
-        picture = contact_sheet(tracks)
-        assert picture is not None
-        save_image(picture.convert("RGB"), sheet, quality=92)
-        if not quiet:
-            note(f"wrote {sheet}: {len(tracks)} face(s) of {src.path}")
+    if sheet is not None and write_contact_sheet(tracks, sheet) and not quiet:
+        note(f"wrote {sheet}: {len(tracks)} face(s) of {src.path}")
 
 
 def _list_stored_faces(latents: Path, sheet: Optional[Path]) -> None:
@@ -299,15 +294,11 @@ def video_command(
     if not quiet:
         note(_summary(result))
     if preview:
-        from ..images import save_image
-        from ..video.sheet import contact_sheet
+        from ..video.sheet import write_contact_sheet
 
-        picture = contact_sheet(result.tracks)
-        if picture is not None:
-            sheet = out.with_name(f"{out.stem}_faces.jpg")
-            save_image(picture, sheet, quality=92)
-            if not quiet:
-                note(f"wrote {sheet}")
+        sheet = out.with_name(f"{out.stem}_faces.jpg")
+        if write_contact_sheet(result.tracks, sheet) and not quiet:
+            note(f"wrote {sheet}")
     if result.quality:
         from ..quality import IDENTITY_THRESHOLD, summary_line
 

@@ -12,16 +12,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..reasons import short_reason
 from ..safe_pickle import load_arrays, load_plain
 
 
 class EditError(ValueError):
     """An unknown attribute or an unreadable / ill-shaped edit file (CLI exit code 2)."""
-
-
-def first_line(exc: BaseException, limit: int = 100) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:limit]
 
 
 def read_tensor_file(path: Path) -> Any:
@@ -33,7 +29,7 @@ def read_tensor_file(path: Path) -> Any:
             return torch.from_numpy(np.load(path, allow_pickle=False)).float()
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EditError(f"{path}: cannot read edit file ({first_line(exc)})") from None
+        raise EditError(f"{path}: cannot read edit file ({short_reason(exc, 100)})") from None
 
 
 def _read_pickle(path: Path, load: Callable[[bytes], Any]) -> Any:
@@ -42,7 +38,7 @@ def _read_pickle(path: Path, load: Callable[[bytes], Any]) -> Any:
     try:
         return load(path.read_bytes())
     except Exception as exc:
-        raise EditError(f"{path}: cannot read ({first_line(exc)})") from None
+        raise EditError(f"{path}: cannot read ({short_reason(exc, 100)})") from None
 
 
 def read_array_pickle(path: Path) -> Any:

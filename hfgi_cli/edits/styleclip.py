@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import EditError, first_line, read_array_pickle
+from ..reasons import short_reason
+from .files import EditError, read_array_pickle
 from .moves import Edited, ModelShape, Move, scaled
 
 DEFAULT_BETA = 0.15
@@ -77,7 +78,7 @@ class TextEncoder:
                 warnings.simplefilter("ignore", FutureWarning)
                 model = open_clip.load_openai_model(str(weights), precision="fp32", device="cpu")
         except Exception as exc:
-            raise EditError(f"{weights}: cannot load CLIP ViT-B/32 ({first_line(exc)})") from None
+            raise EditError(f"{weights}: cannot load CLIP ViT-B/32 ({short_reason(exc, 100)})") from None
         model.visual = torch.nn.Identity()  # only the text tower is used
         self.model = model.eval()
         self.tokenize = open_clip.tokenize
@@ -118,7 +119,7 @@ def load_resources(folder: Path | None, shape: ModelShape, encoder: Any = None) 
     try:
         fs3 = torch.from_numpy(np.load(fs3_path, allow_pickle=False)).float()
     except Exception as exc:
-        raise EditError(f"{fs3_path}: cannot read ({first_line(exc)})") from None
+        raise EditError(f"{fs3_path}: cannot read ({short_reason(exc, 100)})") from None
     if fs3.shape != (sum(conv_channels), fs3.shape[-1]) or fs3.ndim != 2:
         raise EditError(f"{fs3_path}: shape {tuple(fs3.shape)}; this generator has {sum(conv_channels)} "
                         f"StyleSpace channels outside its to-RGB layers")

@@ -21,6 +21,8 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
+from ..reasons import short_reason
+
 _SQRT2 = math.sqrt(2.0)
 
 _cuda_lock = threading.Lock()
@@ -56,9 +58,8 @@ def _cuda_ops() -> ModuleType | None:
         except Exception as exc:  # any build/load failure means: use the reference path
             _cuda_state = "failed"
             _cuda_module = None
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             warnings.warn(
-                f"hfgi: could not build the CUDA ops ({first_line}); using the plain PyTorch path",
+                f"hfgi: could not build the CUDA ops ({short_reason(exc)}); using the plain PyTorch path",
                 RuntimeWarning,
                 stacklevel=3,
             )

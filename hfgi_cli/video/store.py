@@ -29,6 +29,7 @@ import torch
 
 from ..atomic import temp_beside
 from ..quality import FaceQuality
+from ..reasons import short_reason
 from .ffmpeg import VideoError, VideoSource
 from .tracking import N_LANDMARKS, TrackInfo
 
@@ -197,7 +198,7 @@ def read_video_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise VideoError(f"{path}: not a latent file ({str(exc).splitlines()[0][:80]})") from None
+        raise VideoError(f"{path}: not a latent file ({short_reason(exc, 80)})") from None
     if not isinstance(data, dict) or data.get("format") not in (VIDEO_FORMAT, VIDEO_FORMAT_V1):
         raise VideoError(f"{path}: not a video latent file written by `hfgi video`")
     return _from_v1(data) if data["format"] == VIDEO_FORMAT_V1 else data

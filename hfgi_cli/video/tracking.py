@@ -92,6 +92,12 @@ def is_cut(a: np.ndarray, b: np.ndarray, shift: float = CUT_SHIFT, scale: float 
     return bool(np.hypot(*(a[0:2] - b[0:2])) > shift * side or max(ra, rb) > scale * min(ra, rb))
 
 
+def continues(seen: int, seen_vec: np.ndarray, frame: int, vec: np.ndarray, max_gap: int) -> bool:
+    """Whether a detection at ``frame`` can continue one at ``seen``: at most ``max_gap`` frames
+    between them and their squares not a cut apart (the shift allowed grows with the frames)."""
+    return frame - seen - 1 <= max_gap and not is_cut(seen_vec, vec, CUT_SHIFT * (frame - seen))
+
+
 Track = tuple[int, "np.ndarray | None", int, bool]
 """(frame index, crop vector or None, shot number or -1, detected on this frame)."""
 
@@ -124,7 +130,7 @@ class GapFiller:
                 out.append(self._hold_previous(self.pending.pop(0)))
             return out
         last = self.last
-        if last is not None and i - last[0] - 1 <= self.max_gap and not is_cut(last[1], vec, CUT_SHIFT * (i - last[0])):
+        if last is not None and continues(last[0], last[1], i, vec, self.max_gap):
             shot = last[2]
             for j in self.pending:
                 t = (j - last[0]) / (i - last[0])
@@ -271,14 +277,13 @@ class Associator:
     def __init__(self, max_gap: int = MAX_GAP) -> None:
         self.max_gap = max_gap
         self.tracks: list[TrackInfo] = []
-        # track id -> (frame, vector, thumbnail) of its last detection
-        self._last: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+        # track id -> (vector, thumbnail) of its last detection, at frame ``self.tracks[id].last``
+        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.descriptors_computed = 0
 
     def _near(self, track: int, frame: int, vec: np.ndarray) -> bool:
         seen = self._last.get(track)
-        return (seen is not None and frame - seen[0] - 1 <= self.max_gap
-                and not is_cut(seen[1], vec, CUT_SHIFT * (frame - seen[0])))
+        return seen is not None and continues(self.tracks[track].last, seen[0], frame, vec, self.max_gap)
 
     def assign(self, frame: int, pixels: np.ndarray, faces: list[np.ndarray]) -> list[int]:
         """The track id of each face (landmarks) of frame ``frame``; new faces start new tracks."""
@@ -300,9 +305,9 @@ class Associator:
         alone = [not any(_overlaps(v, w) for j, w in enumerate(vecs) if j != k) for k, v in enumerate(vecs)]
         for k in range(len(vecs)):
             tracks_near = np.flatnonzero(near[k])
-            last = self._last[ids[tracks_near[0]]] if len(tracks_near) == 1 else None
-            plain = (last is not None and near[:, tracks_near[0]].sum() == 1 and last[0] == frame - 1
-                     and float(thumbs[k] @ last[2]) > SAME_LOOK)
+            only = self.tracks[tracks_near[0]] if len(tracks_near) == 1 else None
+            plain = (only is not None and near[:, tracks_near[0]].sum() == 1 and only.last == frame - 1
+                     and float(thumbs[k] @ self._last[only.id][1]) > SAME_LOOK)
             stale = plain and frame - self.tracks[tracks_near[0]].described >= DESCRIBE_EVERY and alone[k]
             if not plain or stale:
                 describe(k)
@@ -312,7 +317,7 @@ class Associator:
                 mean = track.descriptor
                 distance = float(np.linalg.norm(described[k] - mean)) if k in described and mean is not None else None
                 if near[k, j]:
-                    seen = self._last[track.id][1]
+                    seen = self._last[track.id][0]
                     shift = float(np.hypot(*(v[0:2] - seen[0:2]))) / (2.0 * float(np.hypot(*seen[2:4])))
                     if distance is None:
                         cost[k, j] = shift
@@ -335,7 +340,7 @@ class Associator:
                 out[k] = self.tracks[-1].id
             track = self.tracks[out[k]]
             track.last, track.detected = frame, track.detected + 1
-            self._last[track.id] = (frame, v, thumbs[k])
+            self._last[track.id] = (v, thumbs[k])
             if k in described and (alone[k] or not track.descriptor_count):  # a first one even if overlapped
                 track.descriptor_sum = track.descriptor_sum + described[k]
                 track.descriptor_count += 1
