@@ -2,10 +2,11 @@
 predictor, and ``find_faces``, the photo -> aligned face crops step that the engine and ``hfgi
 align`` share.
 
-``detector="hog"`` (the default): HOG scans the photo; a hit scoring ``DETECT_MIN_SCORE`` or more
-is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under a cap, behind a hand, in
-side light, but also a patch of texture) is shown to the CNN on a small upright crop around it
-and kept when the CNN finds a face there. Weaker hits still (``RESCUE_MIN_SCORE`` up: faces in
+``detector="hog"`` (the default): HOG scans a grey copy of the photo; a hit scoring
+``DETECT_MIN_SCORE`` or more is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under
+a cap, behind a hand, in side light, but also a patch of texture) is shown to the CNN on a small
+upright crop around it and kept when the CNN finds a face there (a weak hit that is not a face
+hides none of the hits near it: ``_faces_among``). Weaker hits still (``RESCUE_MIN_SCORE`` up: faces in
 deep shade, under a hat's shadow) are far too many to show the CNN (~250 ms each, tens per photo),
 so HOG first looks again at each on its upright crop with the light evened out
 (``_rescore``, ~25 ms): only those that then score ``RESCUE_SCORE`` go on to the CNN (which looks
@@ -49,7 +50,9 @@ tilted up to 30 degrees, against 83 % upright on a 1024 px copy)."""
 DETECT_MIN_SCORE = 0.5
 """dlib HOG score from which a hit is a face without confirmation (clean faces score > 1 in our
 samples; faces under caps, in side light or turned score 0-0.5, like the mission patch in the
-astronaut photo at 0.12)."""
+astronaut photo at 0.12 on a colour scan, -0.02 on the grey one scanned now). The thresholds here
+were chosen on colour scans; on grey the hard-face benchmark found as many faces or more with
+them (README)."""
 CONFIRM_MIN_SCORE = 0.0
 """HOG hits from this score up to ``DETECT_MIN_SCORE`` are confirmed by the CNN. On the shared faces
 under caps, hats and side light (tests/face_photos.py), a face that scores below 0 scores below
@@ -390,56 +393,81 @@ def detect_faces(
     return reading_order(faces)
 
 
+def _faces_among(hits: list[_Candidate], min_score: float,
+                 checks: dict[int, _Candidate | None]) -> tuple[list[_Candidate], _Candidate | None]:
+    """The faces among ``hits``, best score first, one per face: a strong hit (``min_score`` up) is
+    one, a weak hit is one when its check (``checks``, by ``id``) found it so, and a hit near a face
+    already taken is not. A weak hit whose check failed takes nothing from the hits near it (a face
+    lit from one side can give a slightly better-scoring hit off its centre in one pass, which fails,
+    and a well-placed one in another). Stops at the first weak hit not yet checked, returned too
+    (None when every hit is decided)."""
+    faces: list[_Candidate] = []
+    for c in sorted(hits, key=lambda c: -c.score):
+        if any(np.hypot(*(c.centre - f.centre)) <= 0.5 * max(c.side, f.side) for f in faces):
+            continue
+        if c.score >= min_score:
+            faces.append(c)
+        elif id(c) not in checks:
+            return faces, c
+        else:
+            face = checks[id(c)]
+            if face is not None:
+                faces.append(face)
+    return faces, None
+
+
 def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
                confirm_score: float, rescue_score: float) -> list[_Candidate]:
     """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms (the weakest
-    only when HOG finds them again on their evened-out crop).
+    only when HOG finds them again on their evened-out crop), as ``_faces_among`` picks them.
 
     dlib's HOG scan releases the GIL (its passes run side by side: 2 cores, ~1.7x), its CNN and
     landmark predictor do not (two threads of them run no faster than one). So the passes run in
-    a pool while this thread checks weak hits: while a pass is still running, the weak hits of the
-    passes already done (a check may be wasted on a hit that a later pass's better one replaces;
-    the cores would idle otherwise), then those of the merged set that are left. Every check is a
-    function of its hit alone, so the faces are those of checking the merged set's hits in turn."""
+    a pool while this thread checks weak hits: while a pass is still running, those the passes
+    already done call for (a check may be wasted on a hit that a later pass's better one replaces;
+    the cores would idle otherwise), then those the merged hits call for. Every check is a function
+    of its hit alone, so the faces are those of checking the merged hits in turn."""
     floor = min_score if confirm_score >= min_score else min(confirm_score, rescue_score)
+    # HOG scans a grey copy: dlib's HOG takes the strongest channel's gradient on RGB, on grey the
+    # one gradient is ~30 % faster to compute (and a turned copy a third of the bytes to turn); it
+    # found as many of benchmarks/bench_detect.py's hard faces or more, no false one (see README)
+    grey = small.convert("L")
     pixels = np.asarray(small)
     cnn: Any = None
     checks: dict[int, _Candidate | None] = {}  # id(hit) -> the face it is, or None
 
-    def check(c: _Candidate) -> _Candidate | None:
-        """The face weak hit ``c`` is (turned as the rescue found it), or None; checked once."""
+    def check(c: _Candidate) -> None:
+        """Whether weak hit ``c`` is a face (turned as the rescue found it), into ``checks``."""
         nonlocal cnn
-        if id(c) not in checks:
-            if cnn is None:
-                cnn = _cnn_detector()
-            if c.score >= confirm_score:
-                checks[id(c)] = c if _confirmed(small, c, cnn) else None
-            else:
-                turned = _rescued(small, pixels, c)
-                ok = turned is not None and _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True)
-                checks[id(c)] = turned if ok else None
-        return checks[id(c)]
-
-    def unchecked(hits: list[_Candidate]) -> list[_Candidate]:
-        return [c for c in _suppress(hits) if c.score < min_score and id(c) not in checks]
+        if cnn is None:
+            cnn = _cnn_detector()
+        if c.score >= confirm_score:
+            checks[id(c)] = c if _confirmed(small, c, cnn) else None
+        else:
+            turned = _rescued(small, pixels, c)
+            ok = turned is not None and _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True)
+            checks[id(c)] = turned if ok else None
 
     workers = max(1, min(len(angles), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        passes = {pool.submit(_scan, small, angle, floor): angle for angle in angles}
+        passes = {pool.submit(_scan, grey, angle, floor): angle for angle in angles}
         found: dict[float, list[_Candidate]] = {}
         running = set(passes)
         while running:
-            todo = unchecked([c for hits in found.values() for c in hits])
-            if todo:
-                check(todo[0])
+            _, todo = _faces_among([c for hits in found.values() for c in hits], min_score, checks)
+            if todo is not None:
+                check(todo)
                 done = {f for f in running if f.done()}
             else:
                 done = wait(running, return_when=FIRST_COMPLETED).done
             running -= done
             found.update((passes[f], f.result()) for f in done)
-    kept = _suppress([c for angle in angles for c in found[angle]])
-    faces = [c if c.score >= min_score else check(c) for c in kept]
-    return [c for c in faces if c is not None]
+    hits = [c for angle in angles for c in found[angle]]
+    while True:
+        faces, todo = _faces_among(hits, min_score, checks)
+        if todo is None:
+            return faces
+        check(todo)
 
 
 @dataclass

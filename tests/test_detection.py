@@ -43,7 +43,7 @@ def test_three_people_one_under_a_cap_one_tilted_are_three_faces(
     photo, truth = three_people
     found = detect_faces(photo)
     assert len(found) == 3 and all(_matches(found, truth))
-    # the face under the cap is one that HOG alone drops (it scores 0.1-0.4 in every pass)
+    # the face under the cap is one that HOG alone drops (it scores 0-0.4 in every pass)
     alone = detect_faces(photo, **HOG_ALONE)
     assert _matches(alone, truth) == [False, True, True]
 
@@ -97,10 +97,10 @@ def test_a_face_in_deep_side_light_is_rescued() -> None:
 
 
 def test_a_weak_false_hit_is_still_rejected() -> None:
-    """The mission patch of the astronaut photo is a weak HOG hit (~0.15): taken unconfirmed it is
-    another face, confirmed by the CNN it is not."""
+    """The mission patch of the astronaut photo is a weak HOG hit (~0, on the grey copy HOG scans):
+    taken unconfirmed it is another face, checked it is not."""
     astronaut = Image.open(PHOTOS / "astronaut.png").convert("RGB")
-    assert len(detect_faces(astronaut, min_score=0.0, confirm_score=0.0)) >= 2
+    assert len(detect_faces(astronaut, min_score=-0.1, confirm_score=-0.1)) >= 2
     (face,) = detect_faces(astronaut)
     assert 180 < face[:, 0].mean() < 270 and 80 < face[:, 1].mean() < 170
 
