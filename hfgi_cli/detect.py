@@ -6,9 +6,9 @@ align`` share.
 ``DETECT_MIN_SCORE`` or more is a face, a weaker one (``CONFIRM_MIN_SCORE`` up to that: a face under
 a cap, behind a hand, in side light, but also a patch of texture) is shown to the CNN on a small
 upright crop around it and kept when the CNN finds a face there (a weak hit that is not a face
-hides none of the hits near it: ``_faces_among``). Weaker hits still (``RESCUE_MIN_SCORE`` up: faces in
-deep shade, under a hat's shadow) are far too many to show the CNN (~250 ms each, tens per photo),
-so HOG first looks again at each on its upright crop with the light evened out
+hides none of the hits near it: ``_faces_among``). Weaker hits still (``RESCUE_MIN_SCORE`` up:
+faces in deep shade, under a hat's shadow) are far too many to show the CNN (~250 ms each, tens
+per photo), so HOG first looks again at each on its upright crop with the light evened out
 (``_rescore``, ~25 ms): only those that then score ``RESCUE_SCORE`` go on to the CNN (which looks
 at the evened-out crop too when the plain one shows it no face).
 ``detector="cnn"``: the CNN scans the whole photo (10-13x the time of HOG's passes: ~30-50 s for a
@@ -285,11 +285,17 @@ def _cnn_scan(image: Image.Image) -> list[_Candidate]:
     return found
 
 
+def _same_face(a: _Candidate, b: _Candidate) -> bool:
+    """Whether two detections (of passes at different angles, or of a pass and a face already
+    taken) are of one face: centres within half the larger box."""
+    return bool(np.hypot(*(a.centre - b.centre)) <= 0.5 * max(a.side, b.side))
+
+
 def _suppress(candidates: list[_Candidate]) -> list[_Candidate]:
     """One candidate per face (the best scoring) among the passes' overlapping detections."""
     kept: list[_Candidate] = []
     for c in sorted(candidates, key=lambda c: -c.score):
-        if all(np.hypot(*(c.centre - k.centre)) > 0.5 * max(c.side, k.side) for k in kept):
+        if not any(_same_face(c, k) for k in kept):
             kept.append(c)
     return kept
 
@@ -403,7 +409,7 @@ def _faces_among(hits: list[_Candidate], min_score: float,
     (None when every hit is decided)."""
     faces: list[_Candidate] = []
     for c in sorted(hits, key=lambda c: -c.score):
-        if any(np.hypot(*(c.centre - f.centre)) <= 0.5 * max(c.side, f.side) for f in faces):
+        if any(_same_face(c, f) for f in faces):
             continue
         if c.score >= min_score:
             faces.append(c)

@@ -236,6 +236,8 @@ BetaOpt = typer.Option(
     help="With --text: how relevant a style channel must be to move, 0..1 exclusive (default 0.15; higher: "
     "fewer channels, a more focused edit).",
 )
+
+
 def _detail_fraction(value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise typer.BadParameter(f"takes a value from 0 to 1, not {value:g}")
