@@ -25,7 +25,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -52,7 +52,7 @@ from .inputs import InputError
 from .latents import read_latent
 from .models.hfgi import ENCODER_INPUT_SIZE, HFGI
 from .models.stylegan2 import Form
-from .precision import PRECISIONS, resolve_precision
+from .precision import PRECISIONS, bf16_fp32_blocks, resolve_precision
 from .quality import FaceQuality, face_quality
 
 FFHQ_SIZE = 1024
@@ -553,6 +553,8 @@ def load_model(
     where = pick_device(device)
     runtime = Runtime(where, *resolve_precision(precision, where.type))
     path = resolve_checkpoint(Path(checkpoint) if checkpoint else None, Path(weights_dir) if weights_dir else None)
+    if form is None:  # the device's fastest form, its bf16 blocks those measured for this hardware
+        form = replace(Form.for_device(where.type), bf16_fp32_blocks=bf16_fp32_blocks(where.type))
     net = HFGI.from_checkpoint(path, device=runtime.device, form=form)
     if resident and runtime.device.type == "cpu":  # elsewhere .to(device) made a copy already
         _start_resident(net, runtime)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from hfgi_cli import precision
 from hfgi_cli.engine import INVERSION, load_model
+from hfgi_cli.models.stylegan2 import Form, Generator
 
 from .conftest import DIRECTIONS, FACES, run_cli
 
@@ -43,6 +45,37 @@ def test_auto_picks_by_device_and_cpu_features(monkeypatch: pytest.MonkeyPatch) 
         precision.resolve_precision("fp64", "cpu")
 
 
+def test_blocks_kept_in_fp32_under_bf16_follow_the_hardware(monkeypatch: pytest.MonkeyPatch, small_ckpt: Path) -> None:
+    """AMX-BF16 drifts more than AVX512-BF16 alone: the 512 px block stays fp32 there only; the
+    model loaded for bf16 computes in the form that says so."""
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    assert precision.bf16_fp32_blocks("cpu") == ()
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("amx_bf16", "avx512_bf16"))
+    assert precision.bf16_fp32_blocks("cpu") == (512,)
+    assert precision.bf16_fp32_blocks("cuda") == (512,)
+    model = load_model(small_ckpt, device="cpu", precision="bf16", resident=False)
+    assert model.net.form.bf16_fp32_blocks == (512,)
+
+
+def test_blocks_named_fp32_run_in_fp32_under_bf16() -> None:
+    """The form's bf16_fp32_blocks is what the generator reads: under bf16 autocast the named
+    blocks' convolutions compute in fp32, the others in bf16."""
+    torch.manual_seed(0)
+    gen = Generator(size=64, channel_multiplier=1, channel_max=64).eval()
+    latent = torch.randn(1, gen.n_latent, 512)
+    seen: dict[int, torch.dtype] = {}
+    for index, conv in enumerate(gen.convs):
+        res = 2 ** (index // 2 + 3)
+        conv.register_forward_hook(lambda module, args, out, res=res: seen.__setitem__(res, out.dtype))
+    cpu = Form.for_device("cpu")
+    for fp32_blocks in ((), (16, 64)):
+        seen.clear()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            image = gen(latent, form=replace(cpu, bf16_fp32_blocks=fp32_blocks))
+        assert image.dtype == torch.float32  # the to-RGB sum is fp32 in every block
+        assert seen == {res: torch.float32 if res in fp32_blocks else torch.bfloat16 for res in (8, 16, 32, 64)}
+
+
 @pytest.mark.skipif(platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"),
                     reason="/proc/cpuinfo flags are read on x86 Linux only")
 def test_detection_agrees_with_the_kernels_cpu_flags() -> None:
@@ -67,9 +100,10 @@ def test_latent_files_and_json_record_the_precision(small_ckpt: Path, tmp_path: 
                     "fp32 here, and emulated bf16 is slower than fp32")
 def test_bf16_drift_from_fp32_is_bounded(seed0_ckpt: Path) -> None:
     """bf16 (what auto picks here) against fp32 on two shared faces: the inversion and an edit.
-    Measured on a Xeon with AMX: at most 3 levels, mean 0.21-0.25, 99.64-99.91 % of pixels within
-    one level (every layer in bf16: 4 levels, 97.3 %; see models.stylegan2's
-    BF16_FP32_BLOCKS and ToRGB for the parts kept in fp32)."""
+    Measured on a Xeon with AMX (the 512 px block in fp32): at most 3 levels, mean 0.21-0.25,
+    99.64-99.91 % of pixels within one level (every layer in bf16: 4 levels, 97.3 %); on an AMD
+    EPYC Zen 5 with AVX512-BF16 (every block in bf16): 2 levels, mean 0.14-0.17, 99.99-100 %.
+    See precision.bf16_fp32_blocks and models.stylegan2's ToRGB for the parts kept in fp32."""
     faces = sorted(FACES.glob("*.jpg"))[:2]
     runs = {}
     for name in ("fp32", "bf16"):

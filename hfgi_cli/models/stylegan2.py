@@ -30,19 +30,11 @@ from torch.nn import functional as F
 from .ops import fused_leaky_relu, in_layout_of, memory_layout, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
-BF16_FP32_BLOCKS = (512,)
-"""Under bf16 autocast the blocks of these resolutions run in fp32 (64 channels: where bf16
-convolutions gain least). One pass of the full-size generator, bf16 against fp32 (same codes and
-conditions, a Xeon with AMX): every block in bf16, up to 3 uint8 levels and 99.27 % of pixels
-within one; 1024 in fp32, 3 and 99.68 %; 512 and 1024 in fp32, 2 and 99.99 %. The 1024 px block
-stays bf16: the whole model is then within tests/test_precision.py's bounds, and keeping it in
-fp32 as well makes a bf16 generator pass ~1.45x as long (0.98 -> 1.42 s on that Xeon). fp16 keeps
-every block (its 11-bit mantissa drifts ~0.4 levels)."""
 
 
 @dataclass(frozen=True)
 class Form:
-    """How the generator computes its (one) function; every form gives the same outputs.
+    """How the generator computes its (one) function; in fp32 every form gives the same outputs.
 
     - ``modulation``: "shared" (one weight for the batch, modulated activations) or "grouped"
       (per-sample modulated weights, the published form).
@@ -50,12 +42,16 @@ class Form:
     - ``upfirdn2d``: the blur/upsample op's ``impl`` ("ref", "depthwise" or "cuda", see ``ops``).
     - ``tail``: the styled conv's demod + noise + bias + activation: "ref" (the published
       separate ops), "inplace" or "cuda" (fused, see ``ops.modulated_leaky_relu``).
+    - ``bf16_fp32_blocks``: the resolutions whose blocks run in fp32 under bf16 autocast: where
+      bf16 drifts most on some hardware (``precision.bf16_fp32_blocks`` picks them by measurement
+      per kind of CPU). The to-RGB sum, the styles and the demodulation are fp32 in every block.
     """
 
     modulation: str = "shared"
     channels_last: bool = False
     upfirdn2d: str = "depthwise"
     tail: str = "inplace"
+    bf16_fp32_blocks: tuple[int, ...] = (512,)
 
     def __post_init__(self) -> None:
         if self.modulation not in ("shared", "grouped") or self.tail not in ("ref", "inplace", "cuda"):
@@ -445,7 +441,7 @@ class Generator(nn.Module):
         for block, (conv_up, conv, to_rgb) in enumerate(zip(self.convs[::2], self.convs[1::2], self.to_rgbs)):
             res = 2 ** (block + 3)
             s = 2 + 3 * block
-            exact = res in BF16_FP32_BLOCKS and out.dtype == torch.bfloat16
+            exact = res in form.bf16_fp32_blocks and out.dtype == torch.bfloat16
             with torch.autocast(device_type=out.device.type, enabled=False) if exact else contextlib.nullcontext():
                 out = out.float() if exact else out
                 out = conv_up(out, latent[:, i], noise[1 + 2 * block], form, offsets[s])
