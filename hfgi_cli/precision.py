@@ -69,13 +69,15 @@ def bf16_fp32_blocks(device_type: str) -> tuple[int, ...]:
     measurement (one full-size generator pass, bf16 against fp32, same codes and conditions):
 
     - A CPU with AMX-BF16 (a Xeon): every block in bf16 drifted up to 3 uint8 levels, 99.27 % of
-      pixels within one; the 512 px block in fp32 (64 channels, where bf16 convolutions gain
-      least): 2 levels, 99.99 %, the whole model within ``tests/test_precision.py``'s bounds.
-      Keeping the 1024 px block in fp32 too made a bf16 pass ~1.45x as long.
+      pixels within one; the 1024 px block in fp32, 3 and 99.68 %; the 512 and 1024 px blocks,
+      2 and 99.99 %. The 512 px one alone (64 channels, where bf16 convolutions gain least) keeps
+      the whole model within ``tests/test_precision.py``'s bounds; the 1024 px one too made a bf16
+      pass ~1.45x as long.
     - A CPU with AVX512-BF16 and no AMX (an AMD EPYC Zen 5): every block in bf16 drifted 2 levels,
       100 % of pixels within one, no more than with the 512 px block in fp32, and a pass took
       0.42-0.45 s instead of 0.50-0.60 s. So none there.
-    - Elsewhere (bf16 asked for on a GPU, or emulated): the 512 px block, as on AMX."""
+    - Elsewhere (bf16 asked for on a GPU, or emulated): the 512 px block, as on AMX.
+    fp16 (CUDA) keeps every block: its 11-bit mantissa drifts ~0.4 levels."""
     if device_type == "cpu":
         flags = cpu_bf16_flags()
         if "avx512_bf16" in flags and "amx_bf16" not in flags:
