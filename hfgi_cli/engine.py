@@ -372,7 +372,6 @@ class Model:
         latent, distortion = enc["latent"].float().cpu(), enc["distortion"].float().cpu()
         for i, face in enumerate(todo):  # own copies: a row of the batch would keep (and save) all of it
             face.latent, face.distortion, face.crop = latent[i].clone(), distortion[i].clone(), None
-            face.precision = self.runtime.precision
         return enc["low_res"] if len(todo) == len(faces) else None
 
     def decode_faces(
@@ -397,7 +396,7 @@ class Model:
                 distortion = torch.stack([f.distortion for f in faces]).to(self.device)
             images = self.net.decode(edited.codes.to(self.device), distortion, low_res, edited.offsets, detail)
             images, codes = images.float().cpu(), edited.codes.float().cpu()
-        for i, face in enumerate(faces):
+        for i, face in enumerate(faces):  # every face is decoded, codes from a latent file too
             face.outputs.append((images[i].clone(), codes[i].clone()))
             face.precision = self.runtime.precision
 
