@@ -536,7 +536,8 @@ def load_model(
     ``device`` auto | cpu | cuda | cuda:N | mps; ``precision`` auto | fp32 (exact) | fp16 | bf16,
     auto being the fastest one whose drift is bounded on this kind of device (``precision``);
     ``directions`` the folder of edit directions (default: the weights folder); ``form`` how the
-    generator computes (default: the device's fastest, see ``models.stylegan2.Form``).
+    generator computes (default: the device's fastest, see ``models.stylegan2.Form``, with the
+    blocks kept in fp32 under bf16 measured for this kind of CPU, ``precision.bf16_fp32_blocks``).
 
     The checkpoint is memory-mapped, so the model is ready at once; on a CPU ``resident`` (the
     default) then copies its weights into process memory in a background thread while the first
