@@ -78,11 +78,13 @@ def bf16_fp32_blocks(device_type: str) -> tuple[int, ...]:
       0.42-0.45 s instead of 0.50-0.60 s. So none there.
     - Elsewhere (bf16 asked for on a GPU, or emulated): the 512 px block, as on AMX.
     fp16 (CUDA) keeps every block: its 11-bit mantissa drifts ~0.4 levels."""
+    from .models.stylegan2 import BF16_FP32_BLOCKS
+
     if device_type == "cpu":
         flags = cpu_bf16_flags()
         if "avx512_bf16" in flags and "amx_bf16" not in flags:
             return ()
-    return (512,)
+    return BF16_FP32_BLOCKS
 
 
 def resolve_precision(requested: str, device_type: str) -> tuple[str, str]:

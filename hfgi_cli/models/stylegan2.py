@@ -30,6 +30,9 @@ from torch.nn import functional as F
 from .ops import fused_leaky_relu, in_layout_of, memory_layout, modulated_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
+BF16_FP32_BLOCKS = (512,)
+"""The blocks a form keeps in fp32 under bf16 unless told otherwise: what AMX-BF16 needs
+(``precision.bf16_fp32_blocks`` gives the measured choice per kind of hardware)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Form:
     channels_last: bool = False
     upfirdn2d: str = "depthwise"
     tail: str = "inplace"
-    bf16_fp32_blocks: tuple[int, ...] = (512,)
+    bf16_fp32_blocks: tuple[int, ...] = BF16_FP32_BLOCKS
 
     def __post_init__(self) -> None:
         if self.modulation not in ("shared", "grouped") or self.tail not in ("ref", "inplace", "cuda"):
