@@ -26,8 +26,8 @@ faces (crop >= 140 px and >= 4.5 % of the long side, tilt -30..30) all under tha
 truth being the clean face's landmarks carried through the same changes; plus ``--empty`` photos
 without a face. Every design runs on the same photos: ``before`` is HOG alone (hits >= 0.5, the
 detector before CNN confirmation), ``confirm`` HOG with its hits from 0 up confirmed by the CNN,
-``after`` the default detector (that, and the hits from -0.5 up that HOG finds again on their
-evened-out crop shown to the CNN too), ``cnn`` the CNN everywhere (slow: ~10x). Printed per
+``after`` the default detector (that, and the hits from -0.5 up confirmed by the CNN when it is
+surer, on their crop or on it with the light evened out), ``cnn`` the CNN everywhere. Printed per
 design: recall per condition, false faces per photo with faces and in the photos without, seconds
 per photo by size.
 """

@@ -7,15 +7,14 @@ align`` share.
 a cap, behind a hand, in side light, but also a patch of texture) is shown to the CNN on a small
 upright crop around it and kept when the CNN finds a face there (a weak hit that is not a face
 hides none of the hits near it: ``_faces_among``). Weaker hits still (``RESCUE_MIN_SCORE`` up:
-faces in deep shade, under a hat's shadow) are far too many to show the CNN (~250 ms each, tens
-per photo), so HOG first looks again at each on its upright crop with the light evened out
-(``_rescore``, ~25 ms): only those that then score ``RESCUE_SCORE`` go on to the CNN (which looks
-at the evened-out crop too when the plain one shows it no face).
-``detector="cnn"``: the CNN scans the whole photo (10-13x the time of HOG's passes: ~30-50 s for a
-1600x1000 photo on a 2-core CPU).
+faces in deep shade, under a hat's shadow, and ~10 patches of texture a photo) are kept when the
+CNN is surer (``RESCUE_CNN_CONFIDENCE``) on their crop or on that crop with the light evened out.
+The CNN is dlib's network run by PyTorch (``models/mmod.py``: ~7 ms a crop on a 2-core CPU, where
+dlib's own code takes ~150 ms).
+``detector="cnn"``: the CNN scans the whole photo (see README for its cost).
 
 The model files ship in the PyPI package ``face-recognition-models``; dlib itself comes from
-``dlib-bin`` (a prebuilt wheel). They are loaded at first use.
+``dlib-bin`` (a prebuilt wheel). They are loaded at first use; the CNN's first use imports torch.
 """
 
 from __future__ import annotations
@@ -28,15 +27,18 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from .align import DEFAULT_SIZE, MIN_QSIZE, AlignedFace, Landmarks, SkippedFace, align_faces
+
+if TYPE_CHECKING:
+    from .models.mmod import MMODDetector
 
 DEFAULT_MIN_FACE = 128.0
 """Faces whose FFHQ crop is at least this many photo pixels (and at least ``MIN_FACE_FRACTION`` of
@@ -58,24 +60,16 @@ CONFIRM_MIN_SCORE = 0.0
 under caps, hats and side light (tests/face_photos.py), a face that scores below 0 scores below
 -0.5 too: a lower floor finds no more of them and sends more texture to the CNN."""
 RESCUE_MIN_SCORE = -0.5
-"""HOG hits from this score up to ``CONFIRM_MIN_SCORE`` are looked at again on an evened-out crop
-(``_rescore``). Faces in side light or under a hat's shadow score -0.5-0 on the scan copy (every
-face rescued in benchmarks/bench_detect.py --conditions scored -0.35 or more; a floor of -0.7
-found no more on two seeds, and took longer), like 10-30 texture hits per photo. On the
-evened-out crop 23 of ~500 such texture hits and 4 of 10 such faces scored 0 or more (another
-seed than the benchmark's default): the CNN sees a crop or two more per photo, not ~20."""
-RESCUE_SCORE = -0.1
-"""The evened-out crop's HOG score from which a rescued hit goes on to the CNN, which looks at its
-plain crop and, when it finds no face there, at the evened-out one (a face in deep side light can
-be too dark for it)."""
+"""HOG hits from this score up to ``CONFIRM_MIN_SCORE`` are faces when the CNN finds one on their
+crop with more than ``RESCUE_CNN_CONFIDENCE`` (on the plain crop or, failing that, on the crop with
+the light evened out: a face in deep side light can be too dark for it). Faces in side light or
+under a hat's shadow score -0.5-0 on the scan copy (every face rescued in
+benchmarks/bench_detect.py --conditions scored -0.35 or more; a floor of -0.7 found no more), like
+~10 texture hits a photo."""
 RESCUE_CNN_CONFIDENCE = 0.3
-"""The CNN confidence a rescued hit needs (other weak hits: above 0). The faces the CNN confirmed in
-the benchmark scored 0.6-1.1 (on evened-out crops 0.38-0.61); the one patch of texture it passed
-among the rescued hits, 0.00."""
-RESCUE_BOX = 90.0
-"""The HOG box side (px) on the evened-out crop, and the width of the light's evening out
-(``RESCUE_BOX / 3``, a Gaussian's sigma): the shade across a face is divided away, its features'
-own contrast kept."""
+"""The CNN confidence a hit under ``CONFIRM_MIN_SCORE`` needs (other weak hits: above 0). On the
+benchmark's photos (seed 0, 638 such hits), 76 of the 88 hits on faces scored over it on the plain
+crop, 79 on either; of 550 texture hits 546 scored 0 or under (median -1.47)."""
 CONFIRM_BOX = 96.0
 """The CNN confirms a weak hit on a crop scaled so that the HOG box is this many pixels (its
 smallest face is ~80 px) and turned upright, ``CONFIRM_CROP`` times the box wide."""
@@ -155,12 +149,13 @@ def _detector() -> Iterator[Any]:
         _idle_detectors.put(detector)
 
 
-def _cnn_detector() -> Any:
-    """A CNN (MMOD) face detector for one thread's use (the network keeps its activations inside;
-    reading the 0.7 MB model takes milliseconds)."""
-    import dlib
+@functools.lru_cache(maxsize=1)
+def _cnn_detector() -> MMODDetector:
+    """dlib's CNN (MMOD) face detector run by PyTorch (``models/mmod.py``: dlib's detections,
+    ~25x faster), once per process: it keeps nothing between calls, so threads share it."""
+    from .models.mmod import MMODDetector  # imports torch: only when a weak hit is checked
 
-    return dlib.cnn_face_detection_model_v1(str(_model_path("mmod_human_face_detector.dat")))
+    return MMODDetector.from_file(_model_path("mmod_human_face_detector.dat"))
 
 
 @dataclass
@@ -222,64 +217,56 @@ def _evened(crop: Image.Image, sigma: float) -> np.ndarray:
     return np.clip(rgb * (110.0 / (mean + 8.0))[..., None], 0, 255).astype(np.uint8)
 
 
-def _rescued(image: Image.Image, pixels: np.ndarray, c: _Candidate) -> _Candidate | None:
-    """Candidate ``c`` when HOG finds a face on its evened-out crop (``_rescore``), turned as the
-    face is: the crop turned by the pass that found ``c`` (up to 22 degrees off a face between two
-    passes' angles), and when that fails, by the face's own tilt as its landmarks give it.
-    None when neither scores ``RESCUE_SCORE``."""
-    if _rescore(image, c) >= RESCUE_SCORE:
-        return c
-    roll = _roll(_landmarks(_predictor(), image, pixels, c.centre - 0.5, c.side, c.angle))
-    if abs(roll - c.angle) <= ROLL_REFINE:
-        return None
-    turned = _Candidate(c.centre, c.side, roll, c.score)
-    return turned if _rescore(image, turned) >= RESCUE_SCORE else None
+CNN_BATCH = 4
+"""Crops per CNN call: 6.7 ms a 192 px crop in fours, 8.9 ms in batches of 32 (whose layers outgrow
+the caches), 6.9 ms one by one (2-core Xeon)."""
+EVEN_MIN_CONFIDENCE = -1.0
+"""A hit under ``CONFIRM_MIN_SCORE`` whose plain crop the CNN rejects is looked at again with the
+light evened out only when the CNN's best score at the crop's middle was over this: the faces that
+needed the second look scored -0.25 to 0.3 on the first; 13 of 559 rejected texture hits scored
+over -1.0 (benchmarks/bench_detect.py --conditions, seed 0), so ~2 % of them get a second look."""
 
 
-def _rescore(image: Image.Image, c: _Candidate) -> float:
-    """HOG's best score for a face at candidate ``c`` on its upright crop with the light evened
-    out (``RESCUE_BOX``): a hit within a third of a box of the middle, of about the same size."""
-    crop = _upright_crop(image, c, RESCUE_BOX)
-    with _detector() as detector:
-        boxes, scores, _ = detector.run(_evened(crop, RESCUE_BOX / 3), 0, RESCUE_SCORE - 1.0)
-    middle, best = crop.width / 2.0, -math.inf
-    for box, score in zip(boxes, scores):
-        cx, cy = (box.left() + box.right()) / 2.0 + 0.5, (box.top() + box.bottom()) / 2.0 + 0.5
-        if np.hypot(cx - middle, cy - middle) < RESCUE_BOX / 3 and 0.7 < box.width() / RESCUE_BOX < 1.45:
-            best = max(best, float(score))
+def _cnn_best(crops: list[np.ndarray], floor: float) -> list[float]:
+    """The CNN's best confidence over ``floor`` for a face at the middle of each crop (the centre
+    of its box within half a ``CONFIRM_BOX`` of the crop's; -inf when none), in batches."""
+    cnn = _cnn_detector()
+    best = []
+    for start in range(0, len(crops), CNN_BATCH):
+        batch = crops[start:start + CNN_BATCH]
+        for crop, detections in zip(batch, cnn(batch, floor)):
+            middle = crop.shape[1] / 2.0
+            best.append(max((
+                d.confidence for d in detections
+                if np.hypot((d.left + d.right) / 2.0 + 0.5 - middle, (d.top + d.bottom) / 2.0 + 0.5 - middle)
+                < 0.5 * CONFIRM_BOX), default=-math.inf))
     return best
 
 
-def _confirmed(image: Image.Image, c: _Candidate, cnn: Any, confidence: float = 0.0,
-               also_evened: bool = False) -> bool:
-    """Whether the CNN finds a face at candidate ``c`` (its centre within half a box of ours) with
-    more than ``confidence`` on its upright crop, or, with ``also_evened``, on that crop with the
-    light evened out."""
-    crop = _upright_crop(image, c)
-    if _cnn_finds(np.asarray(crop), cnn, confidence):
-        return True
-    return also_evened and _cnn_finds(_evened(crop, CONFIRM_BOX / 3), cnn, confidence)
-
-
-def _cnn_finds(pixels: np.ndarray, cnn: Any, confidence: float) -> bool:
-    """Whether the CNN finds a face scoring more than ``confidence`` at the middle of a crop."""
-    middle = pixels.shape[1] / 2.0
-    for d in cnn(pixels, 0):
-        r = d.rect
-        cx, cy = (r.left() + r.right()) / 2.0 + 0.5, (r.top() + r.bottom()) / 2.0 + 0.5
-        if d.confidence > confidence and np.hypot(cx - middle, cy - middle) < 0.5 * CONFIRM_BOX:
-            return True
-    return False
+def _checked(image: Image.Image, hits: list[_Candidate], confirm_score: float) -> dict[int, _Candidate | None]:
+    """Each weak hit (by ``id``) if the CNN finds a face on its upright crop, else None. A hit
+    from ``confirm_score`` up needs a confidence over 0; a weaker one over
+    ``RESCUE_CNN_CONFIDENCE``, on its crop or, when that came close (``EVEN_MIN_CONFIDENCE``), on
+    the crop with the light evened out (a face in deep side light can be too dark for the CNN)."""
+    crops = [_upright_crop(image, c) for c in hits]
+    need = [0.0 if c.score >= confirm_score else RESCUE_CNN_CONFIDENCE for c in hits]
+    best = _cnn_best([np.asarray(crop) for crop in crops], EVEN_MIN_CONFIDENCE)
+    found = [b > n for b, n in zip(best, need)]
+    again = [i for i, c in enumerate(hits)
+             if not found[i] and c.score < confirm_score and best[i] > EVEN_MIN_CONFIDENCE]
+    evened = [_evened(crops[i], CONFIRM_BOX / 3) for i in again]
+    for i, b in zip(again, _cnn_best(evened, RESCUE_CNN_CONFIDENCE)):
+        found[i] = b > RESCUE_CNN_CONFIDENCE
+    return {id(c): (c if ok else None) for c, ok in zip(hits, found)}
 
 
 def _cnn_scan(image: Image.Image) -> list[_Candidate]:
     """One CNN pass over ``image`` (upright; the CNN finds faces tilted by up to ~30 degrees), its
     boxes turned into HOG-like ones (``CNN_BOX_RATIO``)."""
     found = []
-    for d in _cnn_detector()(np.asarray(image), 0):
-        r = d.rect
-        side = r.width() / CNN_BOX_RATIO
-        middle = ((r.left() + r.right()) / 2.0 + 0.5, (r.top() + r.bottom()) / 2.0 + 0.5)
+    for d in _cnn_detector()(np.asarray(image))[0]:
+        side = d.width / CNN_BOX_RATIO
+        middle = ((d.left + d.right) / 2.0 + 0.5, (d.top + d.bottom) / 2.0 + 0.5)
         centre = np.array([middle[0], middle[1] + CNN_BOX_DROP * side])
         found.append(_Candidate(centre, side, 0.0, float(d.confidence)))
     return found
@@ -424,56 +411,27 @@ def _faces_among(hits: list[_Candidate], min_score: float,
 
 def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
                confirm_score: float, rescue_score: float) -> list[_Candidate]:
-    """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms (the weakest
-    only when HOG finds them again on their evened-out crop), as ``_faces_among`` picks them.
+    """HOG's passes over the scan copy; strong hits, and weak ones the CNN confirms, as
+    ``_faces_among`` picks them.
 
-    dlib's HOG scan releases the GIL (its passes run side by side: 2 cores, ~1.7x), its CNN and
-    landmark predictor do not (two threads of them run no faster than one). So the passes run in
-    a pool while this thread checks weak hits: while a pass is still running, those the passes
-    already done call for (a check may be wasted on a hit that a later pass's better one replaces;
-    the cores would idle otherwise), then those the merged hits call for. Every check is a function
-    of its hit alone, so the faces are those of checking the merged hits in turn."""
+    dlib's HOG scan releases the GIL, so the passes run side by side in a pool (2 cores: ~1.7x).
+    The CNN then looks at every weak hit that is not by a strong face, in batches, once the passes
+    are done (PyTorch's two threads and a HOG pass on the same 2 cores slow each other: a batch of
+    looks beside a pass took 4x as long). Every check is a function of its hit alone, so the faces
+    are those of checking the merged hits in turn."""
     floor = min_score if confirm_score >= min_score else min(confirm_score, rescue_score)
     # HOG scans a grey copy: dlib's HOG takes the strongest channel's gradient on RGB, on grey the
     # one gradient is ~30 % faster to compute (and a turned copy a third of the bytes to turn); it
     # found as many of benchmarks/bench_detect.py's hard faces or more, no false one (see README)
     grey = small.convert("L")
-    pixels = np.asarray(small)
-    cnn: Any = None
-    checks: dict[int, _Candidate | None] = {}  # id(hit) -> the face it is, or None
-
-    def check(c: _Candidate) -> None:
-        """Whether weak hit ``c`` is a face (turned as the rescue found it), into ``checks``."""
-        nonlocal cnn
-        if cnn is None:
-            cnn = _cnn_detector()
-        if c.score >= confirm_score:
-            checks[id(c)] = c if _confirmed(small, c, cnn) else None
-        else:
-            turned = _rescued(small, pixels, c)
-            ok = turned is not None and _confirmed(small, turned, cnn, RESCUE_CNN_CONFIDENCE, also_evened=True)
-            checks[id(c)] = turned if ok else None
-
     workers = max(1, min(len(angles), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        passes = {pool.submit(_scan, grey, angle, floor): angle for angle in angles}
-        found: dict[float, list[_Candidate]] = {}
-        running = set(passes)
-        while running:
-            _, todo = _faces_among([c for hits in found.values() for c in hits], min_score, checks)
-            if todo is not None:
-                check(todo)
-                done = {f for f in running if f.done()}
-            else:
-                done = wait(running, return_when=FIRST_COMPLETED).done
-            running -= done
-            found.update((passes[f], f.result()) for f in done)
-    hits = [c for angle in angles for c in found[angle]]
-    while True:
-        faces, todo = _faces_among(hits, min_score, checks)
-        if todo is None:
-            return faces
-        check(todo)
+        hits = [c for found in pool.map(lambda angle: _scan(grey, angle, floor), angles) for c in found]
+    strong, _ = _faces_among([c for c in hits if c.score >= min_score], min_score, {})
+    weak = [c for c in hits if c.score < min_score and not any(_same_face(c, f) for f in strong)]
+    faces, todo = _faces_among(hits, min_score, _checked(small, weak, confirm_score) if weak else {})
+    assert todo is None  # every weak hit not by a strong face was checked
+    return faces
 
 
 @dataclass

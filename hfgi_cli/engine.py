@@ -327,7 +327,7 @@ class Model:
 
         ``faces`` picks faces by index (reading order, as ``hfgi align`` numbers them): the others
         stay untouched in the output. ``min_face`` and ``detector`` (``hog``: HOG, its weak hits
-        confirmed by the CNN; ``cnn``: the CNN everywhere, ~10x slower) are the detector's (see
+        confirmed by the CNN; ``cnn``: the CNN everywhere, 2-3.5x slower) are the detector's (see
         ``detect.detect_faces``).
         """
         name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"

@@ -84,7 +84,7 @@ class RunOptions:
     max_faces: int | None = None
     faces: list[int] | None = None  # edit only these faces of each photo (reading order)
     min_face: float | None = None  # the detector's smallest face (FFHQ crop px); None: its default
-    detector: str = "hog"  # hog (weak hits confirmed by the CNN) | cnn (the CNN everywhere, ~10x slower)
+    detector: str = "hog"  # hog (weak hits confirmed by the CNN) | cnn (the CNN everywhere, 2-3.5x slower)
     latents: str = "full"  # full (codes + float16 distortion map) | codes | none
     preview: bool = False  # also OUT/<name>_preview.jpg: original, inversion, each edit
     sweep: Sweep | None = None  # instead of the outputs: one grid per face across strengths

@@ -1,12 +1,10 @@
-"""Faces that HOG scores low (issue 19): kept when dlib's CNN confirms them (the weakest after HOG
-finds them again on an evened-out crop), weak false hits still rejected; ``detector="cnn"``; the
-choice through the engine and the CLI."""
+"""Faces that HOG scores low (issue 19): kept when dlib's CNN confirms them (the weakest when it is
+surer), weak false hits still rejected; ``detector="cnn"``; the choice through the engine and the
+CLI."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -48,43 +46,24 @@ def test_three_people_one_under_a_cap_one_tilted_are_three_faces(
     assert _matches(alone, truth) == [False, True, True]
 
 
-class _OneAtATime:
-    """A stand-in for ThreadPoolExecutor that runs each task when it is submitted: every HOG pass
-    is done before the first weak hit is checked."""
-
-    def __init__(self, workers: int) -> None:
-        pass
-
-    def __enter__(self) -> _OneAtATime:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-def test_weak_hits_checked_beside_the_passes_give_the_faces_of_checking_after_them(
+def test_weak_hits_checked_in_batches_give_the_faces_of_checking_each_alone(
     three_people: tuple[Image.Image, list[np.ndarray]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The weak hits of finished passes are checked while the others run (some checks are then of
-    hits a later pass replaces): the faces must be those of checking the merged hits in turn."""
+    """The CNN looks at a photo's weak hits in batches: the faces must be those of looking at each
+    hit alone (the three people: a weak hit that is a face; the astronaut: one that is not)."""
     photo, _ = three_people
-    astronaut = Image.open(PHOTOS / "astronaut.png").convert("RGB")  # a weak false hit: a check says no
-    overlapped = [detect_faces(photo), detect_faces(astronaut)]
-    monkeypatch.setattr(detect, "ThreadPoolExecutor", _OneAtATime)
-    in_turn = [detect_faces(photo), detect_faces(astronaut)]
-    assert [len(f) for f in overlapped] == [3, 1]
-    for got, want in zip(overlapped, in_turn):
+    astronaut = Image.open(PHOTOS / "astronaut.png").convert("RGB")
+    batched = [detect_faces(photo), detect_faces(astronaut)]
+    monkeypatch.setattr(detect, "CNN_BATCH", 1)
+    alone = [detect_faces(photo), detect_faces(astronaut)]
+    assert [len(f) for f in batched] == [3, 1]
+    for got, want in zip(batched, alone):
         assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def test_a_face_in_deep_side_light_is_rescued() -> None:
-    """A face lit from one side (6:1) that HOG scores below the CNN's floor on the scan copy: found
-    because HOG, looking again at its evened-out crop, passes it on to the CNN."""
+    """A face lit from one side (6:1) that HOG scores under 0 on the scan copy: found because the
+    CNN, surer than for the other weak hits, looks at the hits from -0.5 up too."""
     faces = face_photos.shared_faces()
     rng = np.random.default_rng(8)
     photo = Image.new("RGB", (900, 700), (150, 160, 170))

@@ -189,8 +189,8 @@ def _detector_name(value: str) -> str:
 DetectorOpt = typer.Option(
     "hog", "--detector", callback=_detector_name, metavar="hog|cnn",
     help="Face detector: hog (dlib's HOG detector; its weak hits, e.g. faces under caps or in side light, "
-    "confirmed by dlib's CNN on a small crop, a fraction of a second each) or cnn (dlib's CNN over the whole "
-    "photo, upright: ~10x slower, ~30 s for a 1600x1000 photo on a 2-core CPU).",
+    "confirmed by dlib's CNN on a small crop, ~7 ms each) or cnn (dlib's CNN over the whole photo, upright: "
+    "2-3.5x the time, ~6 s for a 12 MP photo on a 2-core CPU).",
 )
 LatentsOpt = typer.Option(
     "full", "--latents", metavar="MODE",

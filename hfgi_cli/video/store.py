@@ -163,8 +163,10 @@ class VideoStore:
             "segment": torch.tensor([f.segment for f in faces], dtype=torch.int64),
             "quad": torch.from_numpy(np.array([f.quad for f in faces], dtype=np.float64).reshape(-1, 4, 2)),
             "raw_quad": torch.from_numpy(np.array([f.raw_quad for f in faces], dtype=np.float64).reshape(-1, 4, 2)),
+            # float64 as the first run used them: the paste-back mask is drawn from them, and a
+            # float32 copy moved a mask's edge by a pixel on some frames of a re-run
             "landmarks": torch.from_numpy(
-                np.array([f.landmarks for f in faces], dtype=np.float32).reshape(-1, N_LANDMARKS, 2)),
+                np.array([f.landmarks for f in faces], dtype=np.float64).reshape(-1, N_LANDMARKS, 2)),
             "latent": torch.stack([f.latent if f.latent is not None else zero for f in faces])
             if inverted and faces else zero[:0],
             "distortion_row": torch.tensor([f.distortion_row for f in faces], dtype=torch.int64),
