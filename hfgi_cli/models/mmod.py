@@ -7,7 +7,7 @@ serialization format, the input is dlib's tiled image pyramid (``input_rgb_image
 ``pyramid_down<6>``: each level 5/6 of the last, bilinear with corners aligned, packed into one
 image), and the score map is decoded as ``loss_mmod`` does (a window centred where a score is over
 the threshold, mapped back to the photo, then dlib's non-maximum suppression). So the detections
-are dlib's, up to float rounding (``tests/test_detection.py`` compares both on the same crops).
+are dlib's, up to float rounding (``tests/test_mmod.py`` compares both on the same images).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 PYRAMID_RATE = 5.0 / 6.0
-"""``pyramid_down<6>``: each pyramid level is this fraction of the one above."""
+"""``pyramid_down<6>``: each pyramid level is this fraction of the one above; a point one level
+down maps back up as ``p * PYRAMID_UP + 0.3`` (dlib's ``point_up``)."""
+PYRAMID_UP = 6.0 / 5.0
 PYRAMID_MIN_HEIGHT = 5
 
 
@@ -416,7 +418,7 @@ class MMODDetector:
             corners = [x - (win_w - 1) / 2 - rects[level].left, y - (win_h - 1) / 2 - rects[level].top,
                        x + (win_w - 1) / 2 - rects[level].left, y + (win_h - 1) / 2 - rects[level].top]
             for _ in range(level):
-                corners = [v / PYRAMID_RATE + 0.3 for v in corners]
+                corners = [v * PYRAMID_UP + 0.3 for v in corners]
             rect = _Rect(*(_round(v) for v in corners))
             found.append((float(scores[r, c]), rect))
         found.sort(key=lambda d: -d[0])
