@@ -276,6 +276,8 @@ class Associator:
 
     def __init__(self, max_gap: int = MAX_GAP) -> None:
         self.max_gap = max_gap
+        # a track's id is its index here: tracks are appended with the next index, never removed,
+        # so ids, columns of ``near`` and ``cost``, and indices into this list are one number
         self.tracks: list[TrackInfo] = []
         # track id -> (vector, thumbnail) of its last detection, at frame ``self.tracks[id].last``
         self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
