@@ -192,12 +192,12 @@ def _scan(image: Image.Image, angle: float, min_score: float) -> list[_Candidate
     return found
 
 
-def _upright_crop(image: Image.Image, c: _Candidate, box: float = CONFIRM_BOX) -> Image.Image:
+def _upright_crop(image: Image.Image, c: _Candidate) -> Image.Image:
     """The square around candidate ``c`` (``CONFIRM_CROP`` x its box), turned so the face stands
-    upright and scaled so its box is ``box`` px: resized with a proper filter first (a big face is
-    scaled down several times), then turned."""
-    scale = box / c.side
-    size = int(round(CONFIRM_CROP * box))
+    upright and scaled so its box is ``CONFIRM_BOX`` px: resized with a proper filter first (a big
+    face is scaled down several times), then turned."""
+    scale = CONFIRM_BOX / c.side
+    size = int(round(CONFIRM_CROP * CONFIRM_BOX))
     half = 0.75 * CONFIRM_CROP * c.side  # covers the turned square (sqrt(2)/2 < 0.75)
     left, top = c.centre - half
     region = image.crop((round(left), round(top), round(left + 2 * half), round(top + 2 * half)))
@@ -243,8 +243,8 @@ def _cnn_best(crops: list[np.ndarray], floor: float) -> list[float]:
     return best
 
 
-def _checked(image: Image.Image, hits: list[_Candidate], confirm_score: float) -> dict[int, _Candidate | None]:
-    """Each weak hit (by ``id``) if the CNN finds a face on its upright crop, else None. A hit
+def _checked(image: Image.Image, hits: list[_Candidate], confirm_score: float) -> dict[int, bool]:
+    """Whether the CNN finds a face on each weak hit's upright crop (by ``id``). A hit
     from ``confirm_score`` up needs a confidence over 0; a weaker one over
     ``RESCUE_CNN_CONFIDENCE``, on its crop or, when that came close (``EVEN_MIN_CONFIDENCE``), on
     the crop with the light evened out (a face in deep side light can be too dark for the CNN)."""
@@ -257,7 +257,7 @@ def _checked(image: Image.Image, hits: list[_Candidate], confirm_score: float) -
     evened = [_evened(crops[i], CONFIRM_BOX / 3) for i in again]
     for i, b in zip(again, _cnn_best(evened, RESCUE_CNN_CONFIDENCE)):
         found[i] = b > RESCUE_CNN_CONFIDENCE
-    return {id(c): (c if ok else None) for c, ok in zip(hits, found)}
+    return {id(c): ok for c, ok in zip(hits, found)}
 
 
 def _cnn_scan(image: Image.Image) -> list[_Candidate]:
@@ -386,27 +386,19 @@ def detect_faces(
     return reading_order(faces)
 
 
-def _faces_among(hits: list[_Candidate], min_score: float,
-                 checks: dict[int, _Candidate | None]) -> tuple[list[_Candidate], _Candidate | None]:
+def _faces_among(hits: list[_Candidate], min_score: float, checks: dict[int, bool]) -> list[_Candidate]:
     """The faces among ``hits``, best score first, one per face: a strong hit (``min_score`` up) is
-    one, a weak hit is one when its check (``checks``, by ``id``) found it so, and a hit near a face
-    already taken is not. A weak hit whose check failed takes nothing from the hits near it (a face
-    lit from one side can give a slightly better-scoring hit off its centre in one pass, which fails,
-    and a well-placed one in another). Stops at the first weak hit not yet checked, returned too
-    (None when every hit is decided)."""
+    one, a weak hit is one when its check (``checks``, by ``id``: every weak hit not near a face
+    taken must have one) found it so, and a hit near a face already taken is not. A weak hit whose
+    check failed takes nothing from the hits near it (a face lit from one side can give a slightly
+    better-scoring hit off its centre in one pass, which fails, and a well-placed one in another)."""
     faces: list[_Candidate] = []
     for c in sorted(hits, key=lambda c: -c.score):
         if any(_same_face(c, f) for f in faces):
             continue
-        if c.score >= min_score:
+        if c.score >= min_score or checks[id(c)]:
             faces.append(c)
-        elif id(c) not in checks:
-            return faces, c
-        else:
-            face = checks[id(c)]
-            if face is not None:
-                faces.append(face)
-    return faces, None
+    return faces
 
 
 def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
@@ -427,11 +419,9 @@ def _hog_faces(small: Image.Image, angles: tuple[float, ...], min_score: float,
     workers = max(1, min(len(angles), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         hits = [c for found in pool.map(lambda angle: _scan(grey, angle, floor), angles) for c in found]
-    strong, _ = _faces_among([c for c in hits if c.score >= min_score], min_score, {})
+    strong = _faces_among([c for c in hits if c.score >= min_score], min_score, {})
     weak = [c for c in hits if c.score < min_score and not any(_same_face(c, f) for f in strong)]
-    faces, todo = _faces_among(hits, min_score, _checked(small, weak, confirm_score) if weak else {})
-    assert todo is None  # every weak hit not by a strong face was checked
-    return faces
+    return _faces_among(hits, min_score, _checked(small, weak, confirm_score) if weak else {})
 
 
 @dataclass

@@ -251,22 +251,7 @@ def read_mmod(path: Path) -> MMODFile:
 
 
 @dataclass(frozen=True)
-class Detection:
-    """A face the network found: dlib's rectangle (edges included) and its score."""
-
-    left: int
-    top: int
-    right: int
-    bottom: int
-    confidence: float
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left + 1
-
-
-@dataclass(frozen=True)
-class _Rect:
+class Rect:
     """dlib's integer rectangle: both edges included."""
 
     left: int
@@ -286,8 +271,8 @@ class _Rect:
         """0 for an empty rectangle (an intersection of rectangles that do not meet)."""
         return max(0, self.width) * max(0, self.height)
 
-    def intersect(self, o: _Rect) -> _Rect:
-        return _Rect(max(self.left, o.left), max(self.top, o.top), min(self.right, o.right), min(self.bottom, o.bottom))
+    def intersect(self, o: Rect) -> Rect:
+        return Rect(max(self.left, o.left), max(self.top, o.top), min(self.right, o.right), min(self.bottom, o.bottom))
 
     def contains(self, x: float, y: float) -> bool:
         return self.left <= x <= self.right and self.top <= y <= self.bottom
@@ -297,7 +282,14 @@ class _Rect:
         return math.hypot(nx - x, ny - y)
 
 
-def pyramid_layout(rows: int, cols: int, padding: int, outer_padding: int) -> tuple[list[_Rect], int, int]:
+@dataclass(frozen=True)
+class Detection(Rect):
+    """A face the network found: dlib's rectangle (edges included) and its score."""
+
+    confidence: float
+
+
+def pyramid_layout(rows: int, cols: int, padding: int, outer_padding: int) -> tuple[list[Rect], int, int]:
     """Where each level of dlib's tiled pyramid of a ``rows`` x ``cols`` image lies, and the tiled
     image's size (dlib's ``compute_tiled_image_pyramid_details``): the levels down a first column
     until the rest fit beside them, then up a second column from the bottom right."""
@@ -316,17 +308,17 @@ def pyramid_layout(rows: int, cols: int, padding: int, outer_padding: int) -> tu
         height += h + padding
         prev_width = w
     height -= padding
-    rects: list[_Rect] = []
+    rects: list[Rect] = []
     y = outer_padding
     while y < height + outer_padding and len(rects) < len(sizes):
         w, h = sizes[len(rects)]
-        rects.append(_Rect(outer_padding, y, outer_padding + w - 1, y + h - 1))
+        rects.append(Rect(outer_padding, y, outer_padding + w - 1, y + h - 1))
         y += h + padding
     y -= padding
     while len(rects) < len(sizes):
         w, h = sizes[len(rects)]
         right, bottom = outer_padding + width - 1, y - 1
-        rect = _Rect(right - (w - 1), bottom - (h - 1), right, bottom)
+        rect = Rect(right - (w - 1), bottom - (h - 1), right, bottom)
         if rects[0].intersect(rect).area():  # the last levels would cover the first
             break
         rects.append(rect)
@@ -368,7 +360,7 @@ class MMODDetector:
     def from_file(cls, path: Path, device: str | torch.device = "cpu") -> MMODDetector:
         return cls(read_mmod(path), device)
 
-    def tiled(self, images: np.ndarray) -> tuple[torch.Tensor, list[_Rect]]:
+    def tiled(self, images: np.ndarray) -> tuple[torch.Tensor, list[Rect]]:
         """The network's input for a batch [N, H, W, 3] of uint8 images: each image's pyramid
         tiled into one image, in dlib's layout, the mean colour taken away and divided by 256."""
         n, rows, cols, _ = images.shape
@@ -403,7 +395,7 @@ class MMODDetector:
         scores = self.scores(data)[:, 0].float().cpu().numpy()
         return [self._decode(s, rects, threshold) for s in scores]
 
-    def _decode(self, scores: np.ndarray, rects: list[_Rect], threshold: float) -> list[Detection]:
+    def _decode(self, scores: np.ndarray, rects: list[Rect], threshold: float) -> list[Detection]:
         """dlib's ``loss_mmod`` decoding: a window centred at every score over the threshold,
         mapped from its pyramid level back to the image, then kept unless it overlaps a better one
         kept already."""
@@ -419,21 +411,21 @@ class MMODDetector:
                        x + (win_w - 1) / 2 - rects[level].left, y + (win_h - 1) / 2 - rects[level].top]
             for _ in range(level):
                 corners = [v * PYRAMID_UP + 0.3 for v in corners]
-            rect = _Rect(*(_round(v) for v in corners))
+            rect = Rect(*(_round(v) for v in corners))
             found.append((float(scores[r, c]), rect))
         found.sort(key=lambda d: -d[0])
-        kept: list[tuple[float, _Rect]] = []
+        kept: list[Detection] = []
         for score, rect in found:
-            if not any(self._overlap(k, rect) for _, k in kept):
-                kept.append((score, rect))
-        return [Detection(r.left, r.top, r.right, r.bottom, s) for s, r in kept]
+            if not any(self._overlap(k, rect) for k in kept):
+                kept.append(Detection(rect.left, rect.top, rect.right, rect.bottom, score))
+        return kept
 
-    def _overlap(self, a: _Rect, b: _Rect) -> bool:
+    def _overlap(self, a: Rect, b: Rect) -> bool:
         """dlib's ``test_box_overlap`` with the file's suppression thresholds."""
         inner = a.intersect(b).area()
         if inner == 0:
             return False
-        outer = _Rect(min(a.left, b.left), min(a.top, b.top), max(a.right, b.right), max(a.bottom, b.bottom)).area()
+        outer = Rect(min(a.left, b.left), min(a.top, b.top), max(a.right, b.right), max(a.bottom, b.bottom)).area()
         covered = self.model.nms_covered
         return inner / outer > self.model.nms_iou or inner / a.area() > covered or inner / b.area() > covered
 
